@@ -1,0 +1,201 @@
+"""The ``synthgen`` command. Every error is one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from synthgen.errors import SynthgenError
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse prints usage plus the error; we print the error and a pointer to --help."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["a=1", "b=[1,2]", "c=true", "d=text"]`` -> ``{"a": 1, "b": [1, 2], "c": True, "d": "text"}``
+    (values are JSON where they parse as JSON, strings otherwise)."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SynthgenError(f"--set expects key=value, got {pair!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="synthgen", description=(
+        "Manufacture labelled synthetic 3D volumes as Zarr v3 shards, inspect and verify them."))
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    gen = commands.add_parser("generate", help="make a dataset (or finish an interrupted one)")
+    gen.add_argument("--engine", required=True, help="engine name, e.g. random-shapes")
+    gen.add_argument("--n", type=int, required=True, help="number of samples")
+    gen.add_argument("--out", required=True, help="dataset path or URL, e.g. shards.zarr")
+    gen.add_argument("--size", type=int, default=None, help="cube side in voxels (engine default: 128)")
+    gen.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
+    gen.add_argument("--shard-size", type=int, default=None,
+                     help="samples per shard (default: ~256 MiB of uncompressed data per shard)")
+    gen.add_argument("--backend", choices=("ray", "local"), default="ray",
+                     help="ray (default: local Ray runtime, or the cluster at --ray-address) or local (in-process)")
+    gen.add_argument("--workers", type=int, default=None, help="parallel shard tasks (default: all CPUs)")
+    gen.add_argument("--ray-address", default=None, help="existing Ray cluster, HOST:PORT or 'auto'")
+    gen.add_argument("--overwrite", action="store_true", help="replace an existing synthgen dataset at --out")
+    gen.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="engine parameter override (repeatable), e.g. --set num_labels=8")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    info = commands.add_parser("info", help="describe a dataset")
+    info.add_argument("path")
+    info.add_argument("--json", action="store_true", help="print the dataset attributes as JSON")
+
+    verify = commands.add_parser("verify", help="re-check every committed shard's checksum")
+    verify.add_argument("path")
+
+    preview = commands.add_parser("preview", help="tri-planar PNG montage of some samples")
+    preview.add_argument("path")
+    preview.add_argument("--samples", default="0:4", help="sample range A:B (default 0:4)")
+    preview.add_argument("--out", required=True, help="PNG file to write")
+
+    export = commands.add_parser("export", help="write one sample as NIfTI files")
+    export.add_argument("path")
+    export.add_argument("--sample", type=int, required=True, help="sample index")
+    export.add_argument("--out", required=True, help="output directory")
+    return parser
+
+
+def parse_range(text: str) -> tuple[int, int]:
+    start, sep, stop = text.partition(":")
+    try:
+        if not sep:
+            return int(start), int(start) + 1
+        return int(start or 0), int(stop)
+    except ValueError:
+        raise SynthgenError(f"--samples expects A:B (e.g. 0:8), got {text!r}") from None
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from synthgen.engines import get_engine
+    from synthgen.runner import generate
+
+    config = parse_overrides(args.overrides)
+    if args.size is not None:
+        config["size"] = args.size
+    engine = get_engine(args.engine, **config)
+    report = generate(engine, args.out, args.n, seed=args.seed, shard_size=args.shard_size,
+                      backend=args.backend, workers=args.workers, ray_address=args.ray_address,
+                      overwrite=args.overwrite, progress=not args.quiet)
+    rate = report.samples_written / report.seconds if report.seconds > 0 else 0.0
+    print(f"{report.path}: {report.written_shards} shard(s) written, {report.skipped_shards} already "
+          f"committed, {report.total_shards} total; {report.samples_written} samples in "
+          f"{report.seconds:.1f} s ({rate:.2f} samples/s), {report.bytes_written / 2**20:.1f} MiB")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from synthgen.store import open_dataset
+
+    dataset = open_dataset(args.path)
+    info = dataset.info
+    if args.json:
+        print(json.dumps(info.to_json(), indent=2))
+        return 0
+    disk = dataset.objects.disk_usage()
+    committed = dataset.committed
+    stored_samples = sum(info.shard_range(k)[1] - info.shard_range(k)[0] for k in committed)
+    raw = stored_samples * info.sample_nbytes()
+    lines = [
+        f"path:        {args.path}",
+        f"engine:      {info.engine}   (synthgen {info.synthgen_version}, format v{info.format_version})",
+        f"seed:        {info.seed}",
+        f"samples:     {info.num_samples} in shards of {info.shard_size}",
+        f"shards:      {len(committed)}/{info.num_shards} committed"
+        + ("" if dataset.is_complete else "   (incomplete: rerun the same generate command)"),
+        f"shape:       {' x '.join(map(str, info.shape))} voxels at "
+        f"{' x '.join(f'{s:g}' for s in info.spacing)} mm",
+        f"on disk:     {disk / 2**20:.1f} MiB for {stored_samples} samples; uncompressed "
+        f"{raw / 2**20:.1f} MiB (ratio {raw / disk if disk else 0:.2f}x)",
+        "fields:",
+    ]
+    for name, spec in info.schema.items():
+        lines.append(f"  {name:<15} {spec.dtype:<8} {str(tuple(spec.shape)):<22} {spec.meaning}")
+    lines.append("config:")
+    lines.extend(f"  {key} = {json.dumps(value)}" for key, value in info.config.items())
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from synthgen.store import open_dataset
+
+    report = open_dataset(args.path).verify()
+    for problem in report.problems:
+        print(f"BAD {problem}", file=sys.stderr)
+    if report.problems:
+        bad = sorted({p.split()[1].rstrip(":") for p in report.problems}, key=int)
+        print(f"{args.path}: {len(bad)} bad shard(s) of {report.checked} committed ({', '.join(bad)}); "
+              f"delete their commit records in _commits/ and rerun generate to rewrite them", file=sys.stderr)
+        return 1
+    if report.missing_shards:
+        print(f"{args.path}: {report.checked} committed shards OK, but {report.missing_shards} of "
+              f"{report.total} not committed yet; rerun the same generate command to finish", file=sys.stderr)
+        return 1
+    print(f"{args.path}: all {report.checked} shards OK")
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from synthgen.preview import render_preview
+    from synthgen.store import open_dataset
+
+    start, stop = parse_range(args.samples)
+    print(render_preview(open_dataset(args.path), start, stop, args.out))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from synthgen.export import export_sample
+    from synthgen.store import open_dataset
+
+    for path in export_sample(open_dataset(args.path), args.sample, args.out):
+        print(path)
+    return 0
+
+
+COMMANDS = {"generate": cmd_generate, "info": cmd_info, "verify": cmd_verify,
+            "preview": cmd_preview, "export": cmd_export}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except SynthgenError as err:
+        print(f"synthgen {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"synthgen {args.command}: interrupted; committed shards are kept, rerun the same "
+              f"command to finish", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,5 @@
+"""Turns "make N samples" into shard tasks and runs them in-process or on Ray."""
+
+from synthgen.runner.generate import GenerateReport, generate, plan_dataset
+
+__all__ = ["GenerateReport", "generate", "plan_dataset"]

@@ -1,0 +1,90 @@
+"""DatasetInfo: everything the group attributes hold, and the comparison used on resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from synthgen.engines.base import FieldSpec
+from synthgen.store.layout import FORMAT_VERSION
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """The identity of a dataset. Two runs with equal identities produce identical bytes."""
+
+    engine: str
+    config: dict[str, Any]
+    seed: int
+    num_samples: int
+    shard_size: int
+    shape: tuple[int, ...]
+    spacing: tuple[float, ...]
+    schema: dict[str, FieldSpec]
+    synthgen_version: str
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def num_shards(self) -> int:
+        return math.ceil(self.num_samples / self.shard_size)
+
+    def shard_range(self, shard: int) -> tuple[int, int]:
+        """Sample indices [start, stop) of ``shard``."""
+        start = shard * self.shard_size
+        return start, min(start + self.shard_size, self.num_samples)
+
+    def sample_nbytes(self) -> int:
+        """Uncompressed bytes of one sample over all fields."""
+        return sum(int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize for s in self.schema.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "engine": self.engine,
+            "config": self.config,
+            "seed": self.seed,
+            "num_samples": self.num_samples,
+            "shard_size": self.shard_size,
+            "num_shards": self.num_shards,
+            "shape": list(self.shape),
+            "spacing": list(self.spacing),
+            "synthgen_version": self.synthgen_version,
+            "schema": {name: spec.to_json() for name, spec in self.schema.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "DatasetInfo":
+        return cls(
+            engine=data["engine"], config=data["config"], seed=int(data["seed"]),
+            num_samples=int(data["num_samples"]), shard_size=int(data["shard_size"]),
+            shape=tuple(data["shape"]), spacing=tuple(float(s) for s in data["spacing"]),
+            schema={k: FieldSpec.from_json(v) for k, v in data["schema"].items()},
+            synthgen_version=data["synthgen_version"], format_version=int(data["format_version"]))
+
+    def differences(self, other: "DatasetInfo") -> list[str]:
+        """Human-readable differences that make ``other`` a different dataset, e.g.
+        ``["seed: 0 (existing) vs 7 (requested)", "config.size: 64 vs 128"]``."""
+        mine, theirs = self.to_json(), other.to_json()
+        diffs = []
+        for key in ("engine", "seed", "num_samples", "shard_size", "format_version", "synthgen_version"):
+            if mine[key] != theirs[key]:
+                diffs.append(f"{key}: {mine[key]} (existing) vs {theirs[key]} (requested)")
+        for key in sorted(set(mine["config"]) | set(theirs["config"])):
+            a, b = mine["config"].get(key, "<unset>"), theirs["config"].get(key, "<unset>")
+            if a != b:
+                diffs.append(f"config.{key}: {a} (existing) vs {b} (requested)")
+        if not diffs and mine["schema"] != theirs["schema"]:
+            diffs.append("schema differs")
+        return diffs
+
+
+def default_shard_size(sample_nbytes: int, target_bytes: int = 256 * 2**20) -> int:
+    """Largest power of two S (1..1024) with S samples <= ``target_bytes`` uncompressed:
+    big enough that a shard is one efficient storage object, small enough for task memory."""
+    size = 1
+    while size * 2 * sample_nbytes <= target_bytes and size < 1024:
+        size *= 2
+    return size

@@ -1,0 +1,106 @@
+"""Reading a dataset: committed shards only, whole shards or single samples, clear errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import zarr
+
+from synthgen.errors import SynthgenError
+from synthgen.store.commits import committed_shards
+from synthgen.store.info import DatasetInfo
+from synthgen.store.layout import shard_object_key
+from synthgen.store.objects import ObjectStore
+from synthgen.store.verify import VerifyReport, verify_shards
+from synthgen.store.writer import read_info, zarr_store
+
+
+class Dataset:
+    """A synthgen dataset opened for reading.
+
+    ``len(ds)`` is the number of samples the dataset will hold when complete; ``ds[i]`` returns
+    sample ``i`` as ``{field: numpy array}`` if its shard is committed, else raises
+    SynthgenError. A committed shard whose object is missing or corrupt also raises
+    SynthgenError naming the shard (Zarr alone would return zeros for a missing shard).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = str(path)
+        self.objects = ObjectStore(self.path)
+        info = read_info(self.objects)
+        if info is None:
+            raise SynthgenError(
+                f"{self.path} is not a synthgen dataset (no synthgen attributes in zarr.json); "
+                f"create one with `synthgen generate --out {self.path}`")
+        self.info: DatasetInfo = info
+        self._group = zarr.open_group(store=zarr_store(self.path, read_only=True), mode="r")
+        self._committed = set(committed_shards(self.objects))
+
+    def __len__(self) -> int:
+        return self.info.num_samples
+
+    def refresh(self) -> None:
+        """Re-list commit records (a dataset still being generated gains shards)."""
+        self._committed = set(committed_shards(self.objects))
+
+    @property
+    def committed(self) -> list[int]:
+        return sorted(self._committed)
+
+    @property
+    def is_complete(self) -> bool:
+        return len(self._committed) == self.info.num_shards
+
+    @property
+    def fields(self) -> list[str]:
+        return list(self.info.schema)
+
+    def verify(self) -> VerifyReport:
+        """Recompute the fingerprint of every committed shard (reads every byte once)."""
+        self.refresh()
+        return verify_shards(self.objects, self.info, self.committed)
+
+    def shard_of(self, index: int) -> int:
+        if not 0 <= index < self.info.num_samples:
+            raise SynthgenError(
+                f"sample index {index} is out of range; this dataset has samples 0..{self.info.num_samples - 1}")
+        return index // self.info.shard_size
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        shard = self._readable_shard(self.shard_of(int(index)), self.fields)
+        return {f: self._read(f, shard, int(index)) for f in self.fields}
+
+    def read_shard(self, shard: int, fields: list[str] | None = None) -> dict[str, np.ndarray]:
+        """All samples of a committed shard, one storage call per field:
+        ``{field: array (samples in shard, *field shape)}``."""
+        fields = self.fields if fields is None else list(fields)
+        self._readable_shard(shard, fields)
+        start, stop = self.info.shard_range(shard)
+        return {f: self._read(f, shard, slice(start, stop)) for f in fields}
+
+    def _readable_shard(self, shard: int, fields: list[str]) -> int:
+        if shard not in self._committed:
+            raise SynthgenError(
+                f"shard {shard} of {self.path} is not committed (the dataset is incomplete); "
+                f"rerun the same `synthgen generate` command to finish it")
+        for field in fields:
+            if not self.objects.exists(shard_object_key(field, self.info.schema[field], shard)):
+                raise SynthgenError(
+                    f"shard {shard} of field {field} is missing from {self.path} although committed; "
+                    f"run `synthgen verify {self.path}` and regenerate the damaged shards")
+        return shard
+
+    def _read(self, field: str, shard: int, selection: Any) -> np.ndarray:
+        try:
+            return np.asarray(self._group[field][selection])
+        except Exception as err:  # zarr raises ValueError/IndexError/codec errors on bad bytes
+            raise SynthgenError(
+                f"shard {shard} of field {field} in {self.path} is corrupt ({type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else 'unreadable'}); run `synthgen verify "
+                f"{self.path}` and regenerate the damaged shards") from err
+
+
+def open_dataset(path: str) -> Dataset:
+    """Open a synthgen dataset (local path or fsspec URL) for reading."""
+    return Dataset(path)

@@ -1,0 +1,98 @@
+"""Creating a dataset, resuming into one, and writing whole shards with their commit records.
+
+Only whole-shard writes: zarr-python loses data silently when two writers touch one shard
+(zarr-python issue 3682), and each shard belongs to exactly one task. A shard is written
+field by field, read back, fingerprinted, and only then committed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import zarr
+from zarr.storage import FsspecStore, LocalStore
+
+from synthgen.errors import SynthgenError
+from synthgen.store.commits import CommitRecord, committed_shards, write_commit
+from synthgen.store.info import DatasetInfo
+from synthgen.store.layout import ATTRIBUTE_KEY, COMMITS_DIR, compressors_for
+from synthgen.store.objects import ObjectStore
+
+
+def zarr_store(path: str, read_only: bool) -> LocalStore | FsspecStore:
+    """The Zarr store for a local path or an fsspec URL (s3://, gs://, file://)."""
+    if "://" in str(path):
+        return FsspecStore.from_url(str(path), read_only=read_only)
+    return LocalStore(str(path), read_only=read_only)
+
+
+def read_info(objects: ObjectStore) -> DatasetInfo | None:
+    """The DatasetInfo of the group at ``objects``' root, or None if it is not a synthgen dataset."""
+    if not objects.exists("zarr.json"):
+        return None
+    try:
+        attributes = json.loads(objects.read("zarr.json")).get("attributes", {})
+        return DatasetInfo.from_json(attributes[ATTRIBUTE_KEY])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def prepare_dataset(path: str, info: DatasetInfo, overwrite: bool = False) -> list[int]:
+    """Create the dataset at ``path`` or check that the one there is the same; returns the shard
+    ids already committed (to be skipped).
+
+    Refuses (SynthgenError, nothing touched) a path that is a file, a non-empty directory that
+    is not a synthgen dataset, or a synthgen dataset with another identity unless ``overwrite``.
+    """
+    objects = ObjectStore(path)
+    if objects.exists() and not objects.is_dir():
+        raise SynthgenError(f"output path {path} is a file; pass a directory path such as {path}.zarr")
+    if objects.exists() and objects.list_names(""):
+        existing = read_info(objects)
+        if existing is None:
+            raise SynthgenError(
+                f"output path {path} exists and is not a synthgen dataset; choose another --out "
+                f"(synthgen never deletes data it did not write)")
+        if overwrite:
+            objects.remove_all()
+        else:
+            differences = existing.differences(info)
+            if differences:
+                raise SynthgenError(
+                    f"{path} holds a different dataset ({'; '.join(differences)}); rerun with the "
+                    f"original arguments to resume, --overwrite to replace it, or another --out")
+            return committed_shards(objects)
+    _create(path, info)
+    return []
+
+
+def _create(path: str, info: DatasetInfo) -> None:
+    group = zarr.open_group(store=zarr_store(path, read_only=False), mode="w", zarr_format=3)
+    for name, spec in info.schema.items():
+        group.create_array(
+            name, shape=(info.num_samples, *spec.shape), dtype=spec.dtype,
+            chunks=(1, *spec.shape), shards=(info.shard_size, *spec.shape),
+            compressors=compressors_for(spec), fill_value=0,
+            config={"write_empty_chunks": True}, attributes={"meaning": spec.meaning, "kind": spec.kind})
+    group.create_group(COMMITS_DIR, attributes={"meaning": "commit records, one JSON per shard"})
+    # Attributes last: a folder without them is recognisably an unfinished creation.
+    group.attrs[ATTRIBUTE_KEY] = info.to_json()
+
+
+def write_shard(path: str, info: DatasetInfo, shard: int, arrays: dict[str, np.ndarray],
+                started: float | None = None) -> CommitRecord:
+    """Write all fields of ``shard`` (each array shaped (samples in shard, *field shape)) in one
+    call per field, then commit it."""
+    started = time.perf_counter() if started is None else started
+    start, stop = info.shard_range(shard)
+    group = zarr.open_group(store=zarr_store(path, read_only=False), mode="r+")
+    for name, spec in info.schema.items():
+        data = arrays[name]
+        expected = (stop - start, *spec.shape)
+        if data.shape != expected or data.dtype != np.dtype(spec.dtype):
+            raise ValueError(f"shard {shard} field {name}: got {data.dtype}{data.shape}, "
+                             f"schema says {spec.dtype}{expected}")
+        group[name][start:stop] = data
+    return write_commit(ObjectStore(path), info, shard, time.perf_counter() - started)
