@@ -52,7 +52,12 @@ def run_ray(path: str, shards: list[int], workers: int | None = None,
     started_here = not ray.is_initialized()
     if started_here:
         if address:
-            ray.init(address=address, logging_level="WARNING")
+            try:
+                ray.init(address=address, logging_level="WARNING")
+            except (ConnectionError, RuntimeError, ValueError) as err:
+                raise SynthgenError(
+                    f"cannot connect to the Ray cluster at {address} ({str(err).splitlines()[0]}); "
+                    f"check the address printed by `ray start --head`") from None
         else:
             ray.init(num_cpus=workers, include_dashboard=False, _node_ip_address="127.0.0.1",
                      logging_level="WARNING")
