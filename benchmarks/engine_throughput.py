@@ -1,8 +1,10 @@
-"""Engine throughput: CPU-seconds per sample on one thread, samples/s on all cores, and for
-random-shapes the speed-up over a re-implementation of the published pipeline (Chen et al.),
-and the store's write throughput for one whole shard of the engine's samples.
+"""Engine throughput: CPU-seconds per sample on one thread, samples/s on all cores, the speed-up
+over a re-implementation of the published pipeline (random-shapes: Chen et al.; label-ensemble:
+anatomix steps 1 and 2, ``benchmarks.published_anatomix``), and the store's write throughput for
+one whole shard of the engine's samples.
 
-Run: .venv/bin/python -m benchmarks.engine_throughput [--size 128] [--samples 10] [--json OUT]
+Run: .venv/bin/python -m benchmarks.engine_throughput [--engine label-ensemble] [--size 128]
+     [--samples 10] [--published-samples 3] [--json OUT]
 
 All timings are ``time.process_time()`` of a process with one intra-op thread (``torch
 .set_num_threads(1)``), medians over samples after one warm-up sample: on a shared, noisy machine
@@ -16,6 +18,7 @@ import argparse
 import json
 import os
 import statistics
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -177,6 +180,35 @@ def all_cores_throughput(engine: Engine, workers: int, per_worker: int) -> dict[
     return {"workers": workers, "samples": done, "wall_s": wall, "samples_per_s": done / wall}
 
 
+def label_ensemble_split(engine: Engine, count: int) -> dict[str, dict[str, float]]:
+    """CPU-s of the two stages of a label-ensemble sample: the label map (template reads and
+    Algorithm 1) and the two views (GMM, texture, offline pipeline)."""
+    labels = {}
+    label_times = cpu_seconds(lambda i: labels.__setitem__(i, engine.label_map(0, i)), count)
+    view_times = cpu_seconds(lambda i: engine.render_views(labels[i], 0, i), count)
+    return {"label_map": summarize(label_times), "two_views": summarize(view_times)}
+
+
+def published_label_ensemble_split(size: int, count: int, templates: int = 24,
+                                   seed: int = 0) -> dict[str, dict[str, float]]:
+    """CPU-s of the published anatomix pipeline (``benchmarks.published_anatomix``), same
+    measurement as :func:`label_ensemble_split`: step 1 (label map, templates loaded from
+    ``templates`` 256^3 ``.nii.gz`` files of the default bank written to a temporary folder
+    first, untimed), step 2 (two views) and their per-sample sum."""
+    from benchmarks.published_anatomix import published_label_map, published_views, write_published_templates
+
+    rng = np.random.RandomState(seed)
+    with tempfile.TemporaryDirectory(prefix="published-anatomix-") as folder:
+        paths = write_published_templates(folder, templates, rng)
+        labels = {}
+        with torch.no_grad():
+            label_times = cpu_seconds(
+                lambda i: labels.__setitem__(i, published_label_map(paths, rng, side_length=size)), count)
+            view_times = cpu_seconds(lambda i: published_views(labels[i], rng), count)
+    return {"label_map": summarize(label_times), "two_views": summarize(view_times),
+            "total": summarize([a + b for a, b in zip(label_times, view_times)])}
+
+
 def summarize(times: list[float]) -> dict[str, float]:
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
             "n": len(times)}
@@ -188,7 +220,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--samples", type=int, default=10, help="timed samples for our engine")
     parser.add_argument("--published-samples", type=int, default=3,
-                        help="timed pairs of the published pipeline (random-shapes only; 0 skips)")
+                        help="timed samples of the published pipeline (random-shapes, label-ensemble; "
+                             "0 skips)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--per-worker", type=int, default=4, help="samples per worker, all-cores run")
     parser.add_argument("--shard-size", type=int, default=8, help="samples per shard, store-write run")
@@ -207,6 +240,15 @@ def main() -> None:
                                                args.published_samples))
         results["published_cpu_s_per_pair"] = published
         results["speedup_median"] = published["median_s"] / ours["median_s"]
+    if args.engine == "label-ensemble":
+        results["split"] = label_ensemble_split(engine, args.samples)
+        if args.published_samples > 0:
+            published_split = published_label_ensemble_split(args.size, args.published_samples)
+            results["published_cpu_s_per_sample"] = published_split
+            results["speedup_median"] = published_split["total"]["median_s"] / ours["median_s"]
+            results["speedup_median_split"] = {
+                stage: published_split[stage]["median_s"] / results["split"][stage]["median_s"]
+                for stage in ("label_map", "two_views")}
     results["all_cores"] = all_cores_throughput(engine, args.workers, args.per_worker)
     results["store_write"] = measure_store_write(engine, args.shard_size)
     text = json.dumps(results, indent=2)

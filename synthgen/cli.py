@@ -6,9 +6,12 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from synthgen.errors import SynthgenError
+
+if TYPE_CHECKING:
+    from synthgen.store import Dataset
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -53,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ray (default: local Ray runtime, or the cluster at --ray-address) or local (in-process)")
     gen.add_argument("--workers", type=int, default=None, help="parallel shard tasks (default: all CPUs)")
     gen.add_argument("--ray-address", default=None, help="existing Ray cluster, HOST:PORT or 'auto'")
+    gen.add_argument("--templates", default=None, metavar="BANK",
+                     help="label-ensemble template bank (default: the built-in procedural bank)")
+    gen.add_argument("--store", choices=("views", "labels"), default=None,
+                     help="label-ensemble: store rendered views (default) or only label maps, "
+                          "re-rendered by the reader (~1/100 of the bytes)")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing synthgen dataset at --out")
     gen.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="engine parameter override (repeatable), e.g. --set num_labels=8")
@@ -69,6 +77,25 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("path")
     preview.add_argument("--samples", default="0:4", help="sample range A:B (default 0:4)")
     preview.add_argument("--out", required=True, help="PNG file to write")
+
+    templates = commands.add_parser("templates", help="build, list and preview template banks")
+    banks = templates.add_subparsers(dest="templates_command", required=True, parser_class=OneLineParser)
+    build = banks.add_parser("build", help="build a bank from TotalSegmentator masks or label maps")
+    source = build.add_mutually_exclusive_group(required=True)
+    source.add_argument("--totalsegmentator", metavar="DIR",
+                        help="TotalSegmentator layout: DIR/sNNNN/segmentations/<organ>.nii.gz")
+    source.add_argument("--label-maps", metavar="DIR", help="multi-label maps DIR/*.nii.gz, one template per label")
+    build.add_argument("--out", required=True, help="bank path, e.g. bank.zarr")
+    build.add_argument("--spacing", type=float, default=1.5,
+                       help="common isotropic spacing in mm (default 1.5; 0 keeps native spacing)")
+    build.add_argument("--workers", type=int, default=None, help="parallel subjects (default: all CPUs)")
+    build.add_argument("--quiet", action="store_true", help="no progress bar")
+    listing = banks.add_parser("list", help="summarise a bank")
+    listing.add_argument("bank", help="bank path, or 'default' for the built-in bank")
+    bank_preview = banks.add_parser("preview", help="PNG grid of templates")
+    bank_preview.add_argument("bank", help="bank path, or 'default' for the built-in bank")
+    bank_preview.add_argument("--out", required=True, help="PNG file to write")
+    bank_preview.add_argument("--count", type=int, default=48, help="templates shown (default 48)")
 
     export = commands.add_parser("export", help="write one sample as NIfTI files")
     export.add_argument("path")
@@ -92,8 +119,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from synthgen.runner import generate
 
     config = parse_overrides(args.overrides)
-    if args.size is not None:
-        config["size"] = args.size
+    for option in ("size", "templates", "store"):
+        if getattr(args, option) is not None:
+            config[option] = getattr(args, option)
     engine = get_engine(args.engine, **config)
     report = generate(engine, args.out, args.n, seed=args.seed, shard_size=args.shard_size,
                       backend=args.backend, workers=args.workers, ray_address=args.ray_address,
@@ -117,6 +145,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     committed = dataset.committed
     stored_samples = sum(info.shard_range(k)[1] - info.shard_range(k)[0] for k in committed)
     raw = stored_samples * info.sample_nbytes()
+    per_sample = stored_bytes_per_sample(dataset)
     lines = [
         f"path:        {args.path}",
         f"engine:      {info.engine}   (synthgen {info.synthgen_version}, format v{info.format_version})",
@@ -128,14 +157,43 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"{' x '.join(f'{s:g}' for s in info.spacing)} mm",
         f"on disk:     {disk / 2**20:.1f} MiB for {stored_samples} samples; uncompressed "
         f"{raw / 2**20:.1f} MiB (ratio {raw / disk if disk else 0:.2f}x)",
-        "fields:",
+        f"per sample:  {format_bytes(sum(per_sample.values()))} stored",
+        "fields (stored per sample):",
     ]
     for name, spec in info.schema.items():
-        lines.append(f"  {name:<15} {spec.dtype:<8} {str(tuple(spec.shape)):<22} {spec.meaning}")
+        size = format_bytes(per_sample[name]) if name in per_sample else "-"
+        lines.append(f"  {name:<15} {spec.dtype:<8} {str(tuple(spec.shape)):<22} {size:>10}  {spec.meaning}")
+    for name, spec in dataset.derived_schema.items():
+        lines.append(f"  {name:<15} {spec.dtype:<8} {str(tuple(spec.shape)):<22} {'derived':>10}  "
+                     f"{spec.meaning} (rendered from the stored fields when read)")
     lines.append("config:")
     lines.extend(f"  {key} = {json.dumps(value)}" for key, value in info.config.items())
     print("\n".join(lines))
     return 0
+
+
+def format_bytes(count: float) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    power = 0
+    while count >= 1024 and power < len(units) - 1:
+        count /= 1024
+        power += 1
+    return f"{count:.0f} B" if power == 0 else f"{count:.1f} {units[power]}"
+
+
+def stored_bytes_per_sample(dataset: "Dataset") -> dict[str, float]:
+    """Mean stored bytes per sample of each field, from the commit records (empty if none)."""
+    from synthgen.store.commits import read_commit
+
+    totals: dict[str, int] = {}
+    samples = 0
+    for shard in dataset.committed:
+        record = read_commit(dataset.objects, shard)
+        samples += record.stop - record.start
+        for field, obj in record.objects.items():
+            totals[field] = totals.get(field, 0) + obj.nbytes
+    return {field: total / samples for field, total in totals.items()} if samples else {}
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -175,8 +233,29 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_templates(args: argparse.Namespace) -> int:
+    from synthgen import templates
+
+    if args.templates_command == "build":
+        spacing = args.spacing if args.spacing != 0 else None
+        if args.totalsegmentator:
+            report = templates.build_from_totalsegmentator(args.totalsegmentator, args.out, spacing=spacing,
+                                                           workers=args.workers, progress=not args.quiet)
+        else:
+            report = templates.build_from_label_maps(args.label_maps, args.out, spacing=spacing,
+                                                     workers=args.workers, progress=not args.quiet)
+        print(report)
+        return 0
+    bank = templates.resolve_bank(args.bank)
+    if args.templates_command == "list":
+        print(templates.summarize_bank(bank))
+    else:
+        print(templates.render_bank_preview(bank, args.out, count=args.count))
+    return 0
+
+
 COMMANDS = {"generate": cmd_generate, "info": cmd_info, "verify": cmd_verify,
-            "preview": cmd_preview, "export": cmd_export}
+            "preview": cmd_preview, "export": cmd_export, "templates": cmd_templates}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,8 @@ Intensities are shown on the fixed window [0, 1] so fixed and moving compare dir
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 from collections.abc import Sequence
 
@@ -68,9 +70,11 @@ def render_preview(dataset: Dataset, start: int, stop: int, out: str, *,
     """
     check_range(start, stop, len(dataset))
     info = dataset.info
-    fields = display_fields(info.schema)
+    fields = display_fields(dataset.full_schema)
     side = cell_size(info.shape, info.spacing)
-    rows = [_render_row(dataset[index], fields, info, side, contours) for index in range(start, stop)]
+    schema = plain_when_shown(dataset.full_schema, fields)
+    rows = [_render_row(dataset.sample_with_derived(index), fields, schema, info, side, contours)
+            for index in range(start, stop)]
     montage = _assemble(rows, side)
     image = Image.fromarray(montage, mode="RGB")
     _draw_text(image, dataset, fields, range(start, stop), side)
@@ -90,12 +94,22 @@ def check_range(start: int, stop: int, total: int) -> None:
 
 
 def display_fields(schema: dict[str, FieldSpec]) -> list[str]:
-    """The image fields in schema order, or the labels fields if there are no images."""
+    """The columns to draw, in schema order: every image field, plus every labels field that
+    is overlaid on several images (a label map shared by two views) or on none."""
     images = [name for name, spec in schema.items() if spec.kind == "image"]
     labels = [name for name, spec in schema.items() if spec.kind == "labels"]
     if not images and not labels:
         raise SynthgenError("this dataset has no image or labels fields, so there is nothing to preview")
-    return images or labels
+    overlays = [schema[name].overlay for name in images]
+    return [name for name in schema
+            if name in images or (name in labels and overlays.count(name) != 1)]
+
+
+def plain_when_shown(schema: dict[str, FieldSpec], fields: list[str]) -> dict[str, FieldSpec]:
+    """Drop an image's overlay when its labels field has a column of its own, so the image's
+    appearance stays visible (a label map shared by two views is drawn once, beside them)."""
+    return {name: dataclasses.replace(spec, overlay=None) if spec.overlay in fields else spec
+            for name, spec in schema.items()}
 
 
 def pixels_per_mm(shape: Sequence[int], spacing: Sequence[float]) -> float:
@@ -214,9 +228,9 @@ def render_plane(sample: dict[str, np.ndarray], field: str, spec: FieldSpec, inf
     return rgb
 
 
-def _render_row(sample: dict[str, np.ndarray], fields: list[str], info: DatasetInfo, side: int,
-                contours: bool) -> list[np.ndarray]:
-    return [_in_cell(render_plane(sample, field, info.schema[field], info, plane, contours), side)
+def _render_row(sample: dict[str, np.ndarray], fields: list[str], schema: dict[str, FieldSpec],
+                info: DatasetInfo, side: int, contours: bool) -> list[np.ndarray]:
+    return [_in_cell(render_plane(sample, field, schema[field], info, plane, contours), side)
             for field in fields for plane in PLANES]
 
 

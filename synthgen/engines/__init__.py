@@ -9,9 +9,10 @@ from synthgen.errors import SynthgenError
 
 
 def _registry() -> dict[str, type[Engine]]:
+    from synthgen.engines.label_ensemble import LabelEnsemble
     from synthgen.engines.random_shapes import RandomShapes
 
-    return {cls.name: cls for cls in (RandomShapes,)}
+    return {cls.name: cls for cls in (LabelEnsemble, RandomShapes)}
 
 
 def engine_names() -> list[str]:

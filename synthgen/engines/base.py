@@ -90,6 +90,18 @@ class Engine(ABC):
         dtype and shape, on ``device`` (CPU when None). A pure function of (seed, index, config).
         """
 
+    @property
+    def derived_schema(self) -> dict[str, FieldSpec]:
+        """Fields not stored but rendered from stored ones by :meth:`derive` (e.g. the views of a
+        label-ensemble dataset stored as labels only). Default: none."""
+        return {}
+
+    def derive(self, stored: dict[str, torch.Tensor], seed: int, index: int,
+               device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        """The fields of :attr:`derived_schema` for sample ``index``, from its stored fields;
+        equal (up to float16 rounding) to what storing them would have kept."""
+        return {}
+
 
 def json_ready(value: Any) -> Any:
     """Tuples become lists recursively so configs round-trip through JSON unchanged."""

@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 import zarr
+
+from synthgen.engines import Engine, FieldSpec, engine_names, get_engine
 
 from synthgen.errors import SynthgenError
 from synthgen.store.commits import committed_shards
@@ -36,6 +39,7 @@ class Dataset:
         self.info: DatasetInfo = info
         self._group = zarr.open_group(store=zarr_store(self.path, read_only=True), mode="r")
         self._committed = set(committed_shards(self.objects))
+        self._engine: Engine | None = None
 
     def __len__(self) -> int:
         return self.info.num_samples
@@ -55,6 +59,35 @@ class Dataset:
     @property
     def fields(self) -> list[str]:
         return list(self.info.schema)
+
+    @property
+    def engine(self) -> Engine:
+        """The engine that made this dataset, with its recorded config."""
+        if self._engine is None:
+            self._engine = get_engine(self.info.engine, **self.info.config)
+        return self._engine
+
+    @property
+    def derived_schema(self) -> dict[str, FieldSpec]:
+        """Fields the engine renders from the stored ones; none for an engine this synthgen
+        version does not know (its stored fields are still readable)."""
+        return self.engine.derived_schema if self.info.engine in engine_names() else {}
+
+    @property
+    def full_schema(self) -> dict[str, FieldSpec]:
+        """Stored fields plus the fields the engine derives from them."""
+        return {**self.info.schema, **self.derived_schema}
+
+    def sample_with_derived(self, index: int, device: torch.device | str | None = None
+                            ) -> dict[str, np.ndarray]:
+        """Sample ``index`` with its stored fields and the engine's derived fields (rendered on
+        ``device``), as numpy arrays."""
+        sample = self[index]
+        if not self.derived_schema:
+            return sample
+        stored = {name: torch.from_numpy(array) for name, array in sample.items()}
+        derived = self.engine.derive(stored, self.info.seed, index, device=device)
+        return {**sample, **{name: tensor.cpu().numpy() for name, tensor in derived.items()}}
 
     def verify(self) -> VerifyReport:
         """Recompute the fingerprint of every committed shard (reads every byte once)."""
