@@ -158,6 +158,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"on disk:     {disk / 2**20:.1f} MiB for {stored_samples} samples; uncompressed "
         f"{raw / 2**20:.1f} MiB (ratio {raw / disk if disk else 0:.2f}x)",
         f"per sample:  {format_bytes(sum(per_sample.values()))} stored",
+        *storage_modes(dataset, per_sample),
         "fields (stored per sample):",
     ]
     for name, spec in info.schema.items():
@@ -194,6 +195,24 @@ def stored_bytes_per_sample(dataset: "Dataset") -> dict[str, float]:
         for field, obj in record.objects.items():
             totals[field] = totals.get(field, 0) + obj.nbytes
     return {field: total / samples for field, total in totals.items()} if samples else {}
+
+
+def storage_modes(dataset: "Dataset", per_sample: dict[str, float]) -> list[str]:
+    """For engines with a ``store`` option: bytes per sample under each mode. Derived fields
+    (views) would be stored raw float16, which no lossless codec shrinks."""
+    import numpy as np
+
+    from synthgen.engines import get_engine
+
+    info = dataset.info
+    if "store" not in info.config or not per_sample:
+        return []
+    labels_only = get_engine(info.engine, **{**info.config, "store": "labels"})
+    kept = sum(per_sample.get(name, 0.0) for name in labels_only.schema)
+    views = sum(int(np.prod(spec.shape)) * np.dtype(spec.dtype).itemsize
+                for spec in labels_only.derived_schema.values())
+    return [f"storage:     --store labels {format_bytes(kept)}/sample, --store views "
+            f"{format_bytes(kept + views)}/sample ({(kept + views) / kept:.0f}x)"]
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

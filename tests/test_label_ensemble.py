@@ -77,6 +77,7 @@ def test_info_reports_bytes_per_sample_and_derived_fields(capsys: pytest.Capture
     assert main(["info", str(labels_path)]) == 0
     out = capsys.readouterr().out
     assert "per sample:" in out and "derived" in out and "view1" in out
+    assert "storage:     --store labels" in out and "--store views" in out
     assert main(["info", str(views_path)]) == 0
     assert "view2" in capsys.readouterr().out
 
