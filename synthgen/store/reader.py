@@ -112,6 +112,16 @@ class Dataset:
         start, stop = self.info.shard_range(shard)
         return {f: self._read(f, shard, slice(start, stop)) for f in fields}
 
+    def read_range(self, start: int, stop: int, fields: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Samples [start, stop) of one committed shard, one storage call per field:
+        ``{field: array (stop - start, *field shape)}``."""
+        shard = self.shard_of(start)
+        if self.shard_of(stop - 1) != shard:
+            raise ValueError(f"samples [{start}, {stop}) span more than shard {shard}")
+        fields = self.fields if fields is None else list(fields)
+        self._readable_shard(shard, fields)
+        return {f: self._read(f, shard, slice(start, stop)) for f in fields}
+
     def _readable_shard(self, shard: int, fields: list[str]) -> int:
         if shard not in self._committed:
             raise SynthgenError(

@@ -9,19 +9,16 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from synthgen.errors import SynthgenError
-from synthgen.preview import label_colours, resize_nearest
+from synthgen.preview import BACKGROUND, GAP_PX, TEXT_COLOUR, label_colours, resize_nearest
 from synthgen.templates.bank import TemplateBank
 
 PERCENTILES = (0, 5, 25, 50, 75, 95, 100)
 NAME_COLUMNS = 3
 CELL_PX = 128
 CAPTION_PX = 30
-GAP_PX = 4
 COLUMNS = 8
 TITLE_PX = 28
 FONT_PX = 12
-BACKGROUND = (32, 36, 48)
-TEXT_COLOUR = (230, 230, 230)
 
 
 def summarize_bank(bank: TemplateBank) -> str:

@@ -1,0 +1,196 @@
+"""ShardStream: a torch IterableDataset over a synthgen dataset's committed shards.
+
+Deterministic (the order depends only on seed, epoch and the committed shards), identical for
+any number of ranks and DataLoader workers (see ``partition``), equal counts on every rank,
+exact mid-epoch resume also after a change of ranks or workers, whole runs of samples per
+storage call, and a clear error (or a warning and a stand-in sample) for a damaged shard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from synthgen.errors import SynthgenError
+from synthgen.store.reader import Dataset, open_dataset
+from synthgen.stream.crop import apply_crop, crop_start
+from synthgen.stream.order import epoch_order
+from synthgen.stream.partition import rank_count, rank_indices, worker_indices
+from synthgen.stream.reading import ON_ERROR, read_in_order
+
+STATE_VERSION = 1
+
+
+class ShardStream(IterableDataset):
+    """Stream the samples of a synthgen dataset (path or fsspec URL) into training.
+
+    Args:
+        path: dataset path or URL.
+        fields: stored fields to yield (default: all). Each item is ``{field: tensor, "index":
+            int64 tensor}`` (plus ``"crop_start"`` when a crop is deferred, see below).
+        seed: the order's seed (independent of the dataset's generation seed).
+        shuffle: shuffle shards and samples within blocks of ``block_shards`` shards.
+        rank, world_size: this process's rank; default from ``torch.distributed`` when it is
+            initialised, else 0 of 1.
+        drop_last: every rank yields the same count: drop the remainder (True) or pad with
+            repeats of the epoch's first samples (False).
+        crop: optional (d, h, w) random crop, one box per sample from (seed, epoch, index). For
+            datasets whose views are derived on read (``--store labels``) the crop is deferred to
+            :class:`DeviceStage` (views must be rendered from the whole label map): items then
+            hold the whole volumes and ``"crop_start"``.
+        on_error: "raise" (default: a damaged or missing shard stops the run with a message
+            naming it and ``synthgen verify``) or "skip" (a warning; its samples are replaced by
+            readable ones of the same block, keeping the counts equal).
+        batch_size: the per-rank batch size of the DataLoader; workers take whole batches in
+            turn, which is what keeps the order independent of the number of workers.
+        float32: yield float fields as float32 instead of the stored float16.
+        block_shards: shards whose samples are shuffled together (read locality).
+        shards: read only these shard ids (default: all committed at each ``set_epoch``).
+    """
+
+    def __init__(self, path: str, fields: Sequence[str] | None = None, seed: int = 0, shuffle: bool = True,
+                 rank: int | None = None, world_size: int | None = None, drop_last: bool = True,
+                 crop: Sequence[int] | None = None, on_error: str = "raise", batch_size: int = 1,
+                 float32: bool = False, block_shards: int = 4, shards: Sequence[int] | None = None) -> None:
+        super().__init__()
+        self.path = str(path)
+        dataset = open_dataset(self.path)
+        info = dataset.info
+        self.fields = list(info.schema) if fields is None else list(fields)
+        unknown = [f for f in self.fields if f not in info.schema]
+        if unknown:
+            raise SynthgenError(f"unknown field(s) {', '.join(unknown)}; {self.path} stores "
+                                f"{', '.join(info.schema)}")
+        if on_error not in ON_ERROR:
+            raise SynthgenError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
+        if batch_size < 1 or block_shards < 1:
+            raise SynthgenError(f"batch_size and block_shards must be >= 1, got {batch_size}, {block_shards}")
+        if crop is not None:
+            crop = tuple(int(c) for c in crop)
+            if len(crop) != 3 or not all(0 < c <= n for c, n in zip(crop, info.shape)):
+                raise SynthgenError(f"crop must be 3 sizes within the volume {tuple(info.shape)}, got {crop}")
+        if (rank is None) != (world_size is None) or (world_size is not None and not 0 <= rank < world_size):
+            raise SynthgenError(f"give both rank and world_size with 0 <= rank < world_size, got {rank}, {world_size}")
+        self.seed, self.shuffle, self.drop_last = int(seed), bool(shuffle), bool(drop_last)
+        self.crop, self.on_error, self.batch_size = crop, on_error, int(batch_size)
+        self.float32, self.block_shards = bool(float32), int(block_shards)
+        self.defer_crop = crop is not None and bool(dataset.derived_schema)
+        self._rank, self._world_size = rank, world_size
+        self._fixed_shards = None if shards is None else sorted(int(k) for k in shards)
+        self._dataset: Dataset | None = dataset
+        self.epoch = 0
+        self._start = 0
+        self._resolve_rank_world()
+        self._shards = self._list_shards(dataset)
+
+    # -- epochs, positions, state ---------------------------------------------------------------
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch ``epoch`` from its beginning; committed shards are listed again (and, under
+        ``torch.distributed``, rank 0's list is given to every rank so all agree)."""
+        self.epoch = int(epoch)
+        self._start = 0
+        self._resolve_rank_world()
+        self._shards = self._list_shards(self.dataset)
+
+    @property
+    def rank_world(self) -> tuple[int, int]:
+        """(rank, world size): given explicitly, else resolved from ``torch.distributed`` in the
+        main process (at construction, ``set_epoch`` and in-process iteration) and carried into
+        DataLoader workers, where ``torch.distributed`` is not initialised."""
+        if self._world_size is not None:
+            return int(self._rank), int(self._world_size)
+        return self._resolved_rank_world
+
+    def _resolve_rank_world(self) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            self._resolved_rank_world = (torch.distributed.get_rank(), torch.distributed.get_world_size())
+        else:
+            self._resolved_rank_world = (0, 1)
+
+    def epoch_order(self) -> np.ndarray:
+        """The epoch's global order (all ranks), before this stream's start position."""
+        return epoch_order(self.dataset.info, self._shards, self.seed, self.epoch, self.shuffle, self.block_shards)
+
+    def __len__(self) -> int:
+        """Samples this rank yields in the rest of the epoch."""
+        _, world = self.rank_world
+        return rank_count(max(0, self._epoch_size() - self._start), world, self.drop_last)
+
+    def state_dict(self, samples_consumed: int) -> dict[str, Any]:
+        """Where to resume, given how many samples THIS RANK's training loop consumed since this
+        epoch's iteration began (prefetched samples do not count). Every rank consumes the same
+        number, so the global position is ``start + samples_consumed * world_size``."""
+        _, world = self.rank_world
+        return {"version": STATE_VERSION, "epoch": self.epoch, "position": self._start + int(samples_consumed) * world,
+                "seed": self.seed, "shuffle": self.shuffle, "block_shards": self.block_shards,
+                "shards": list(self._shards)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state``: the next iteration yields exactly the rest of that epoch,
+        partitioned over the current ranks and workers."""
+        if state.get("version") != STATE_VERSION:
+            raise SynthgenError(f"stream state version {state.get('version')} is not {STATE_VERSION}")
+        mine = {"seed": self.seed, "shuffle": self.shuffle, "block_shards": self.block_shards}
+        theirs = {key: state[key] for key in mine}
+        if mine != theirs:
+            raise SynthgenError(f"stream state was saved with {theirs}, this stream has {mine}; "
+                                f"create the stream with the saved settings to resume")
+        self.epoch, self._start, self._shards = int(state["epoch"]), int(state["position"]), list(state["shards"])
+
+    # -- iteration ------------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        worker = get_worker_info()
+        if worker is None:
+            self._resolve_rank_world()
+        rank, world = self.rank_world
+        worker_id, workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
+        mine = rank_indices(self.epoch_order(), self._start, rank, world, self.drop_last)
+        mine = worker_indices(mine, worker_id, workers, self.batch_size)
+        info = self.dataset.info
+        for index, arrays in read_in_order(self.dataset, mine, self.fields, self.on_error,
+                                           segment_shards=self.block_shards):
+            item = {}
+            start = crop_start(info.shape, self.crop, self.seed, self.epoch, index) if self.crop else None
+            for name, array in arrays.items():
+                if start is not None and not self.defer_crop:
+                    array = apply_crop(array, start, self.crop)
+                tensor = torch.from_numpy(np.ascontiguousarray(array))
+                item[name] = tensor.float() if self.float32 and tensor.is_floating_point() else tensor
+            item["index"] = torch.tensor(index, dtype=torch.int64)
+            if self.defer_crop:
+                item["crop_start"] = torch.from_numpy(start)
+            yield item
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    @property
+    def dataset(self) -> Dataset:
+        if self._dataset is None:
+            self._dataset = open_dataset(self.path)
+        return self._dataset
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_dataset"] = None  # each worker process opens its own stores
+        return state
+
+    def _epoch_size(self) -> int:
+        info = self.dataset.info
+        return sum(stop - start for start, stop in (info.shard_range(k) for k in self._shards))
+
+    def _list_shards(self, dataset: Dataset) -> list[int]:
+        if self._fixed_shards is not None:
+            return list(self._fixed_shards)
+        dataset.refresh()
+        shards = dataset.committed
+        if self._world_size is None and torch.distributed.is_available() and torch.distributed.is_initialized():
+            shared = [shards]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            shards = shared[0]
+        return list(shards)

@@ -1,0 +1,76 @@
+"""The on-device stage: what happens to a collated batch on the training device.
+
+1. Fields the dataset does not store are rendered from the ones it does (the views of a
+   ``--store labels`` dataset, per sample from its label map, seed and index), so a consumer
+   receives the same batch whatever the storage mode.
+2. Crops deferred by the stream (views must be rendered from whole label maps) are applied.
+3. Optionally, the label-ensemble online augmentation (shared flips and affine, per-view blur,
+   noise, bias field, gamma, motion), with parameters drawn from a generator seeded by the
+   stream seed and the batch's sample indices: the same batch gets the same augmentation.
+
+Volumes leave the stage as (B, 1, D, H, W): images float32, labels int64.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from synthgen.ops.augment.online import OnlineAugment
+from synthgen.store.reader import open_dataset
+from synthgen.stream.crop import apply_crop
+
+
+class DeviceStage:
+    """``stage(batch, device) -> batch``; see the module docstring.
+
+    Args:
+        path: the dataset the stream reads (for its engine, seed and schema).
+        crop: the stream's crop (only used when the stream deferred it).
+        augment: apply the online augmentation (needs ``labels``, ``view1`` and ``view2``).
+        augment_config: overrides of the online augmentation's probabilities and ranges.
+        seed: the augmentation's seed (use the stream's).
+    """
+
+    def __init__(self, path: str, crop: tuple[int, int, int] | None = None, augment: bool = False,
+                 augment_config: dict[str, Any] | None = None, seed: int = 0) -> None:
+        dataset = open_dataset(path)
+        self.engine = dataset.engine
+        self.dataset_seed = dataset.info.seed
+        self.derived = dict(dataset.derived_schema)
+        self.volume_fields = {**dataset.info.schema, **self.derived}
+        self.crop = crop
+        self.augment = OnlineAugment(augment_config) if augment else None
+        self.seed = int(seed)
+
+    def __call__(self, batch: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
+        batch = {name: value.to(device, non_blocking=True) for name, value in batch.items()}
+        indices = batch["index"].tolist()
+        if self.derived:
+            rendered = [self.engine.derive({name: batch[name][i] for name in batch if name in self.volume_fields},
+                                           self.dataset_seed, index, device=device)
+                        for i, index in enumerate(indices)]
+            for name in self.derived:
+                batch[name] = torch.stack([r[name] for r in rendered])
+        if "crop_start" in batch:
+            starts = batch.pop("crop_start").tolist()
+            for name in self.volume_fields:
+                if name in batch:
+                    batch[name] = torch.stack([apply_crop(batch[name][i], starts[i], self.crop)
+                                               for i in range(len(indices))])
+        for name, spec in self.volume_fields.items():
+            if name in batch:
+                value = batch[name].unsqueeze(1) if batch[name].dim() == 4 else batch[name]
+                batch[name] = value.long() if spec.kind == "labels" else value.float()
+        if self.augment is not None:
+            batch = self.augment(batch, self.batch_generator(indices))
+        return batch
+
+    def batch_generator(self, indices: list[int]) -> torch.Generator:
+        """The augmentation's CPU generator for a batch: from (seed, its sample indices)."""
+        entropy = np.random.SeedSequence([self.seed, *indices]).generate_state(1, dtype=np.uint64)[0]
+        generator = torch.Generator()
+        generator.manual_seed(int(entropy) & ((1 << 63) - 1))
+        return generator

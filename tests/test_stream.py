@@ -1,0 +1,201 @@
+"""ShardStream: coverage, order independent of ranks and workers, equal counts, exact resume,
+damaged shards, growing datasets, and storage-mode independence after the device stage."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from synthgen.engines import get_engine
+from synthgen.errors import SynthgenError
+from synthgen.runner import generate
+from synthgen.store.layout import COMMITS_DIR, commit_record_key, shard_object_key
+from synthgen.stream import DeviceStage, ShardStream
+
+N, SHARD = 45, 4  # 12 shards, the last with one sample
+FIELDS = ("fixed_labels",)
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("stream") / "shapes.zarr"
+    generate(get_engine("random-shapes", size=32), str(out), N, seed=2, shard_size=SHARD,
+             backend="local", progress=False)
+    return out
+
+
+def rank_sequence(path: Path, rank: int, world: int, workers: int, batch: int, state: dict | None = None,
+                  epoch: int = 0, **kwargs) -> list[int]:
+    stream = ShardStream(str(path), fields=FIELDS, seed=9, rank=rank, world_size=world, batch_size=batch, **kwargs)
+    stream.set_epoch(epoch)
+    if state is not None:
+        stream.load_state_dict(state)
+    loader = DataLoader(stream, batch_size=batch, num_workers=workers)
+    return [int(i) for b in loader for i in b["index"]]
+
+
+def interleave(sequences: list[list[int]]) -> list[int]:
+    return [s[i] for i in range(len(sequences[0])) for s in sequences]
+
+
+@pytest.mark.parametrize("world, workers, batch", [(1, 0, 4), (1, 2, 4), (2, 2, 3), (4, 1, 2), (8, 0, 1), (3, 2, 2)])
+def test_every_sample_once_same_order_equal_counts(shapes: Path, world: int, workers: int, batch: int) -> None:
+    order = ShardStream(str(shapes), fields=FIELDS, seed=9).epoch_order().tolist()
+    assert sorted(order) == list(range(N))
+    sequences = [rank_sequence(shapes, r, world, workers, batch) for r in range(world)]
+    assert len({len(s) for s in sequences}) == 1, "every rank yields the same count"
+    assert len(sequences[0]) == N // world
+    assert interleave(sequences) == order[: (N // world) * world], "the epoch order is the same for any ranks x workers"
+
+
+def test_padding_repeats_only_as_needed(shapes: Path) -> None:
+    order = ShardStream(str(shapes), fields=FIELDS, seed=9).epoch_order().tolist()
+    sequences = [rank_sequence(shapes, r, 4, 1, 2, drop_last=False) for r in range(4)]
+    assert {len(s) for s in sequences} == {12}
+    merged = interleave(sequences)
+    assert merged[:N] == order and merged[N:] == order[: 48 - N]
+
+
+def test_epochs_differ_and_repeat(shapes: Path) -> None:
+    a = ShardStream(str(shapes), fields=FIELDS, seed=9)
+    first = a.epoch_order().tolist()
+    a.set_epoch(1)
+    assert a.epoch_order().tolist() != first and sorted(a.epoch_order().tolist()) == sorted(first)
+    a.set_epoch(0)
+    assert a.epoch_order().tolist() == first
+    assert ShardStream(str(shapes), fields=FIELDS, seed=9, shuffle=False).epoch_order().tolist() == list(range(N))
+
+
+@pytest.mark.parametrize("before, after, consumed", [((1, 2, 4), (1, 0, 4), 8), ((2, 2, 3), (3, 1, 2), 6),
+                                                     ((4, 1, 2), (2, 2, 5), 3), ((1, 0, 1), (8, 2, 1), 17)])
+def test_resume_yields_exactly_the_rest_of_the_epoch(shapes: Path, before: tuple, after: tuple, consumed: int) -> None:
+    world, workers, batch = before
+    stream = ShardStream(str(shapes), fields=FIELDS, seed=9, rank=0, world_size=world, batch_size=batch)
+    stream.set_epoch(3)
+    order = stream.epoch_order().tolist()
+    done = interleave([rank_sequence(shapes, r, world, workers, batch, epoch=3)[:consumed] for r in range(world)])
+    state = stream.state_dict(samples_consumed=consumed)
+    assert state["position"] == consumed * world and state["epoch"] == 3
+    world2, workers2, batch2 = after
+    rest = [rank_sequence(shapes, r, world2, workers2, batch2, state=state) for r in range(world2)]
+    assert len({len(s) for s in rest}) == 1
+    remaining = N - consumed * world
+    assert done + interleave(rest) == order[: consumed * world + (remaining // world2) * world2]
+    assert len(ShardStream(str(shapes), fields=FIELDS, seed=9, rank=0, world_size=world2)) == N // world2
+    resumed = ShardStream(str(shapes), fields=FIELDS, seed=9, rank=0, world_size=world2)
+    resumed.load_state_dict(state)
+    assert len(resumed) == remaining // world2
+
+
+def test_state_from_other_settings_is_refused(shapes: Path) -> None:
+    state = ShardStream(str(shapes), fields=FIELDS, seed=9).state_dict(4)
+    with pytest.raises(SynthgenError, match="saved with"):
+        ShardStream(str(shapes), fields=FIELDS, seed=10).load_state_dict(state)
+
+
+def test_items_have_schema_dtypes_crops_and_float32(shapes: Path) -> None:
+    items = list(ShardStream(str(shapes), fields=("fixed", "displacement", "fixed_labels"), seed=1, shuffle=False,
+                             crop=(16, 8, 24)))
+    first = items[0]
+    assert first["fixed"].dtype == torch.float16 and first["fixed_labels"].dtype == torch.uint8
+    assert tuple(first["fixed"].shape) == (16, 8, 24) and tuple(first["displacement"].shape) == (3, 16, 8, 24)
+    again = list(ShardStream(str(shapes), fields=("fixed",), seed=1, shuffle=False, crop=(16, 8, 24)))
+    assert all(torch.equal(a["fixed"], b["fixed"]) for a, b in zip(items, again))
+    wide = next(iter(ShardStream(str(shapes), fields=("fixed",), seed=1, float32=True)))
+    assert wide["fixed"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete"])
+def test_damaged_shard_raises_or_is_skipped(shapes: Path, tmp_path: Path, damage: str) -> None:
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(shapes, copy)
+    info = ShardStream(str(copy), fields=FIELDS).dataset.info
+    target = copy / shard_object_key("fixed_labels", info.schema["fixed_labels"], 5)
+    if damage == "delete":
+        target.unlink()
+    else:
+        target.write_bytes(target.read_bytes()[:50])
+    with pytest.raises(SynthgenError, match=r"shard 5 .*synthgen verify"):
+        rank_sequence(copy, 0, 1, 0, 4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sequences = [rank_sequence(copy, r, 2, 0, 3, on_error="skip") for r in range(2)]
+    assert any("shard 5" in str(w.message) for w in caught)
+    assert len(sequences[0]) == len(sequences[1]) == N // 2, "skipping keeps the counts equal"
+    seen = set(sequences[0]) | set(sequences[1])
+    assert not seen & set(range(5 * SHARD, 6 * SHARD)), "no sample of the damaged shard"
+
+
+def test_reading_while_generate_adds_shards(tmp_path: Path) -> None:
+    out = tmp_path / "growing.zarr"
+    args = [sys.executable, "-m", "synthgen.cli", "generate", "--engine", "random-shapes", "--size", "32",
+            "--n", "60", "--shard-size", "1", "--backend", "local", "--quiet", "--out", str(out)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (out / COMMITS_DIR).exists() or len(list((out / COMMITS_DIR).glob("shard-*"))) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    stream = ShardStream(str(out), fields=("fixed_labels",), seed=0)
+    seen_sizes = []
+    epoch = 0
+    while True:
+        stream.set_epoch(epoch)
+        committed = set(stream.dataset.committed)
+        indices = [int(item["index"]) for item in stream]
+        assert sorted(indices) == sorted(committed), "an epoch reads exactly the shards committed at its start"
+        seen_sizes.append(len(indices))
+        epoch += 1
+        if proc.poll() is not None and len(indices) == 60:
+            break
+        assert time.monotonic() < deadline
+    assert proc.returncode == 0 and seen_sizes[0] < 60 and seen_sizes == sorted(seen_sizes)
+
+
+@pytest.fixture(scope="module")
+def ensembles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("ensembles")
+    paths = []
+    for store in ("views", "labels"):
+        path = root / f"{store}.zarr"
+        generate(get_engine("label-ensemble", size=32, store=store), str(path), 6, seed=4, shard_size=2,
+                 backend="local", progress=False)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+@pytest.mark.parametrize("crop", [None, (24, 16, 32)])
+def test_compact_and_materialised_give_equal_batches_after_device_stage(
+        ensembles: tuple[Path, Path], crop: tuple | None) -> None:
+    batches = []
+    for path, fields in zip(ensembles, (("labels", "view1", "view2"), ("labels",))):
+        stream = ShardStream(str(path), fields=fields, seed=5, batch_size=3, crop=crop)
+        stage = DeviceStage(str(path), crop=crop, augment=True, seed=5)
+        batches.append([stage(batch, "cpu") for batch in DataLoader(stream, batch_size=3, num_workers=1)])
+    for a, b in zip(*batches):
+        assert set(a) == set(b) == {"labels", "view1", "view2", "index"}
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+    shape = (3, 1, *(crop or (32, 32, 32)))
+    assert tuple(batches[0][0]["view1"].shape) == shape and batches[0][0]["labels"].dtype == torch.int64
+
+
+def test_bad_arguments(shapes: Path) -> None:
+    with pytest.raises(SynthgenError, match="unknown field"):
+        ShardStream(str(shapes), fields=("nope",))
+    with pytest.raises(SynthgenError, match="on_error"):
+        ShardStream(str(shapes), on_error="ignore")
+    with pytest.raises(SynthgenError, match="crop"):
+        ShardStream(str(shapes), crop=(64, 8, 8))
+    with pytest.raises(SynthgenError, match="rank and world_size"):
+        ShardStream(str(shapes), rank=2, world_size=2)
+    with pytest.raises(SynthgenError, match="not a synthgen dataset"):
+        ShardStream(str(shapes / "fixed"))
