@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--samples", default="0:4", help="sample range A:B (default 0:4)")
     preview.add_argument("--out", required=True, help="PNG file to write")
 
+    bench = commands.add_parser("stream-bench", help="samples/s and MB/s of streaming a dataset into a DataLoader")
+    bench.add_argument("path")
+    bench.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default 2)")
+    bench.add_argument("--batch-size", type=int, default=8, help="batch size (default 8)")
+    bench.add_argument("--fields", nargs="+", default=None, help="fields to read (default: all stored)")
+    bench.add_argument("--samples", type=int, default=None, help="stop after this many samples")
+
     templates = commands.add_parser("templates", help="build, list and preview template banks")
     banks = templates.add_subparsers(dest="templates_command", required=True, parser_class=OneLineParser)
     build = banks.add_parser("build", help="build a bank from TotalSegmentator masks or label maps")
@@ -273,8 +280,18 @@ def cmd_templates(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "info": cmd_info, "verify": cmd_verify,
-            "preview": cmd_preview, "export": cmd_export, "templates": cmd_templates}
+def cmd_stream_bench(args: argparse.Namespace) -> int:
+    from synthgen.stream.bench import stream_bench
+
+    if args.workers < 0 or args.batch_size < 1:
+        raise SynthgenError("--workers must be >= 0 and --batch-size >= 1")
+    print(stream_bench(args.path, fields=args.fields, workers=args.workers, batch_size=args.batch_size,
+                       max_samples=args.samples))
+    return 0
+
+
+COMMANDS = {"generate": cmd_generate, "info": cmd_info, "verify": cmd_verify, "preview": cmd_preview,
+            "export": cmd_export, "templates": cmd_templates, "stream-bench": cmd_stream_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -199,3 +199,11 @@ def test_bad_arguments(shapes: Path) -> None:
         ShardStream(str(shapes), rank=2, world_size=2)
     with pytest.raises(SynthgenError, match="not a synthgen dataset"):
         ShardStream(str(shapes / "fixed"))
+
+
+def test_stream_bench_command(shapes: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from synthgen.cli import main
+
+    assert main(["stream-bench", str(shapes), "--workers", "0", "--fields", "fixed_labels", "--batch-size", "4"]) == 0
+    out = capsys.readouterr().out
+    assert f"{N} samples" in out and "samples/s" in out and "MB/s" in out
