@@ -40,6 +40,7 @@ class Dataset:
         self._group = zarr.open_group(store=zarr_store(self.path, read_only=True), mode="r")
         self._committed = set(committed_shards(self.objects))
         self._engine: Engine | None = None
+        self._arrays: dict[str, Any] = {}
 
     def __len__(self) -> int:
         return self.info.num_samples
@@ -135,9 +136,14 @@ class Dataset:
         return shard
 
     def _read(self, field: str, shard: int, selection: Any) -> np.ndarray:
+        array = self._arrays.get(field)
+        if array is None:
+            array = self._arrays[field] = self._group[field]
         try:
-            return np.asarray(self._group[field][selection])
-        except Exception as err:  # zarr raises ValueError/IndexError/codec errors on bad bytes
+            return np.asarray(array[selection])
+        except OSError:
+            raise  # storage or network trouble, not damaged bytes: let its own message through
+        except Exception as err:  # zarr and its codecs raise ValueError/RuntimeError/... on bad bytes
             raise SynthgenError(
                 f"shard {shard} of field {field} in {self.path} is corrupt ({type(err).__name__}: "
                 f"{str(err).splitlines()[0] if str(err) else 'unreadable'}); run `synthgen verify "
