@@ -302,7 +302,7 @@ def test_missing_bucket_is_one_line_error(s3: S3Server, capsys: pytest.CaptureFi
 def test_cache_directories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """filecache:: keeps objects across runs under XDG_CACHE_HOME unless fsspec's cache_storage
     is configured; simplecache:: uses one temporary directory per process."""
-    from synthgen.store.objects import cache_directory
+    from synthgen.store.cache import cache_directory
 
     monkeypatch.delitem(fsspec.config.conf, "filecache", raising=False)
     monkeypatch.delitem(fsspec.config.conf, "simplecache", raising=False)

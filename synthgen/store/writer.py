@@ -18,12 +18,14 @@ from synthgen.errors import SynthgenError
 from synthgen.store.commits import CommitRecord, committed_shards, write_commit
 from synthgen.store.info import DatasetInfo
 from synthgen.store.layout import ATTRIBUTE_KEY, COMMITS_DIR, compressors_for
-from synthgen.store.objects import ObjectStore, fsspec_zarr_store, is_remote_url
+from synthgen.store.objects import ObjectStore
+from synthgen.store.urls import is_remote_url
+from synthgen.store.zarr_stores import fsspec_zarr_store
 
 
 def zarr_store(path: str, read_only: bool) -> LocalStore | FsspecStore:
     """The Zarr store for a local path or an fsspec URL (s3://, gs://, file://), or a read cache
-    URL such as ``filecache::s3://bucket/x.zarr`` (read-only; see ``synthgen.store.objects``)."""
+    URL such as ``filecache::s3://bucket/x.zarr`` (read-only; see ``synthgen.store.cache``)."""
     if is_remote_url(str(path)):
         return fsspec_zarr_store(str(path), read_only=read_only)
     return LocalStore(str(path), read_only=read_only)
