@@ -67,6 +67,37 @@ class ObjectStore:
                 return self.cache.read(key)
             return self.fs.cat_file(self.path(key))
 
+    def read_range(self, key: str, start: int | None = None, stop: int | None = None,
+                   suffix: int | None = None) -> bytes:
+        """Bytes ``[start:stop]`` of ``key`` (``stop`` None: to the end), or its last ``suffix``
+        bytes: one ranged request, or a seek and read on a local disk or in the cache."""
+        with self._errors():
+            if self.cache is not None and not is_metadata_key(key):
+                return self.cache.read(key, start, stop, suffix)
+            if suffix is not None:
+                size = self.fs.size(self.path(key))
+                return self.fs.cat_file(self.path(key), start=max(0, size - suffix))
+            return self.fs.cat_file(self.path(key), start=start, end=stop)
+
+    def read_into(self, key: str, start: int, out: memoryview) -> None:
+        """Fill ``out`` with the bytes of ``key`` from ``start``: straight from the file into
+        ``out`` on a local disk or in the cache (no intermediate copy), one ranged read remotely."""
+        with self._errors():
+            local = (self.cache.local_path(key) if self.cache is not None and not is_metadata_key(key)
+                     else self.path(key) if self.is_local else None)
+            if local is None:
+                data = self.fs.cat_file(self.path(key), start=start, end=start + len(out))
+            else:
+                with open(local, "rb") as handle:
+                    handle.seek(start)
+                    data = None
+                    got = handle.readinto(out)
+            if data is not None:
+                got = len(data)
+                out[:got] = data
+        if got != len(out):
+            raise ValueError(f"{key} is truncated: read {got} of {len(out)} bytes from offset {start}")
+
     def write_atomic(self, key: str, data: bytes) -> None:
         """Readers see the old object or the whole new one, never a part: temp file and rename
         on a local disk; object stores make a single PUT atomic by themselves."""

@@ -15,6 +15,7 @@ from synthgen.store.commits import committed_shards
 from synthgen.store.info import DatasetInfo
 from synthgen.store.layout import shard_object_key
 from synthgen.store.objects import ObjectStore
+from synthgen.store.shard_reader import ShardLayout, read_layout, read_samples
 from synthgen.store.verify import VerifyReport, verify_shards
 from synthgen.store.writer import read_info, zarr_store
 
@@ -41,6 +42,7 @@ class Dataset:
         self._committed = set(committed_shards(self.objects))
         self._engine: Engine | None = None
         self._arrays: dict[str, Any] = {}
+        self._layouts: dict[str, ShardLayout | None] = {}
 
     def __len__(self) -> int:
         return self.info.num_samples
@@ -135,12 +137,21 @@ class Dataset:
                     f"run `synthgen verify {self.path}` and regenerate the damaged shards")
         return shard
 
-    def _read(self, field: str, shard: int, selection: Any) -> np.ndarray:
-        array = self._arrays.get(field)
-        if array is None:
-            array = self._arrays[field] = self._group[field]
+    def _read(self, field: str, shard: int, selection: int | slice) -> np.ndarray:
+        if field not in self._layouts:
+            self._layouts[field] = read_layout(self.objects, field)
+        layout = self._layouts[field]
         try:
-            return np.asarray(array[selection])
+            if layout is not None:  # the fast path of shard_reader; zarr for any other layout
+                base = shard * self.info.shard_size
+                first, stop = (selection.start, selection.stop) if isinstance(selection, slice) \
+                    else (selection, selection + 1)
+                key = shard_object_key(field, self.info.schema[field], shard)
+                samples = read_samples(self.objects, key, layout, first - base, stop - base)
+                return samples if isinstance(selection, slice) else samples[0]
+            if field not in self._arrays:
+                self._arrays[field] = self._group[field]
+            return np.asarray(self._arrays[field][selection])
         except OSError:
             raise  # storage or network trouble, not damaged bytes: let its own message through
         except Exception as err:  # zarr and its codecs raise ValueError/RuntimeError/... on bad bytes
