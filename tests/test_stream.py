@@ -20,6 +20,7 @@ from synthgen.errors import SynthgenError
 from synthgen.runner import generate
 from synthgen.store.layout import COMMITS_DIR, commit_record_key, shard_object_key
 from synthgen.stream import DeviceStage, ShardStream
+from synthgen.stream.crop import apply_crop, crop_start
 
 N, SHARD = 45, 4  # 12 shards, the last with one sample
 FIELDS = ("fixed_labels",)
@@ -39,7 +40,7 @@ def rank_sequence(path: Path, rank: int, world: int, workers: int, batch: int, s
     stream.set_epoch(epoch)
     if state is not None:
         stream.load_state_dict(state)
-    loader = DataLoader(stream, batch_size=batch, num_workers=workers)
+    loader = DataLoader(stream, batch_size=None, num_workers=workers)
     return [int(i) for b in loader for i in b["index"]]
 
 
@@ -90,10 +91,11 @@ def test_resume_yields_exactly_the_rest_of_the_epoch(shapes: Path, before: tuple
     assert len({len(s) for s in rest}) == 1
     remaining = N - consumed * world
     assert done + interleave(rest) == order[: consumed * world + (remaining // world2) * world2]
-    assert len(ShardStream(str(shapes), fields=FIELDS, seed=9, rank=0, world_size=world2)) == N // world2
-    resumed = ShardStream(str(shapes), fields=FIELDS, seed=9, rank=0, world_size=world2)
+    assert ShardStream(str(shapes), fields=FIELDS, seed=9, rank=0, world_size=world2).num_samples == N // world2
+    resumed = ShardStream(str(shapes), fields=FIELDS, seed=9, rank=0, world_size=world2, batch_size=batch2)
     resumed.load_state_dict(state)
-    assert len(resumed) == remaining // world2
+    assert resumed.num_samples == remaining // world2
+    assert len(resumed) == -(-(remaining // world2) // batch2)
 
 
 def test_state_from_other_settings_is_refused(shapes: Path) -> None:
@@ -103,15 +105,20 @@ def test_state_from_other_settings_is_refused(shapes: Path) -> None:
 
 
 def test_items_have_schema_dtypes_crops_and_float32(shapes: Path) -> None:
-    items = list(ShardStream(str(shapes), fields=("fixed", "displacement", "fixed_labels"), seed=1, shuffle=False,
-                             crop=(16, 8, 24)))
-    first = items[0]
+    batches = list(ShardStream(str(shapes), fields=("fixed", "displacement", "fixed_labels"), seed=1,
+                               shuffle=False, crop=(16, 8, 24), batch_size=4))
+    first = batches[0]
     assert first["fixed"].dtype == torch.float16 and first["fixed_labels"].dtype == torch.uint8
-    assert tuple(first["fixed"].shape) == (16, 8, 24) and tuple(first["displacement"].shape) == (3, 16, 8, 24)
-    again = list(ShardStream(str(shapes), fields=("fixed",), seed=1, shuffle=False, crop=(16, 8, 24)))
-    assert all(torch.equal(a["fixed"], b["fixed"]) for a, b in zip(items, again))
+    assert tuple(first["fixed"].shape) == (4, 16, 8, 24) and tuple(first["displacement"].shape) == (4, 3, 16, 8, 24)
+    assert len(batches) == 12 and tuple(batches[-1]["index"].shape) == (1,), "the last batch holds the remainder"
+    for row, index in enumerate(first["index"].tolist()):
+        corner = crop_start((32, 32, 32), (16, 8, 24), seed=1, epoch=0, index=index)
+        stored = ShardStream(str(shapes), fields=("fixed",)).dataset[index]["fixed"]
+        np.testing.assert_array_equal(first["fixed"][row].numpy(), apply_crop(stored, corner, (16, 8, 24)))
+    again = list(ShardStream(str(shapes), fields=("fixed",), seed=1, shuffle=False, crop=(16, 8, 24), batch_size=4))
+    assert all(torch.equal(a["fixed"], b["fixed"]) for a, b in zip(batches, again))
     wide = next(iter(ShardStream(str(shapes), fields=("fixed",), seed=1, float32=True)))
-    assert wide["fixed"].dtype == torch.float32
+    assert wide["fixed"].dtype == torch.float32 and tuple(wide["fixed"].shape) == (1, 32, 32, 32)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "delete"])
@@ -150,7 +157,7 @@ def test_reading_while_generate_adds_shards(tmp_path: Path) -> None:
     while True:
         stream.set_epoch(epoch)
         committed = set(stream.dataset.committed)
-        indices = [int(item["index"]) for item in stream]
+        indices = [int(i) for batch in stream for i in batch["index"]]
         assert sorted(indices) == sorted(committed), "an epoch reads exactly the shards committed at its start"
         seen_sizes.append(len(indices))
         epoch += 1
@@ -179,7 +186,7 @@ def test_compact_and_materialised_give_equal_batches_after_device_stage(
     for path, fields in zip(ensembles, (("labels", "view1", "view2"), ("labels",))):
         stream = ShardStream(str(path), fields=fields, seed=5, batch_size=3, crop=crop)
         stage = DeviceStage(str(path), crop=crop, augment=True, seed=5)
-        batches.append([stage(batch, "cpu") for batch in DataLoader(stream, batch_size=3, num_workers=1)])
+        batches.append([stage(batch, "cpu") for batch in DataLoader(stream, batch_size=None, num_workers=1)])
     for a, b in zip(*batches):
         assert set(a) == set(b) == {"labels", "view1", "view2", "index"}
         for key in a:

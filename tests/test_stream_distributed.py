@@ -31,7 +31,7 @@ def _worker(rank: int, path: str, port: int, out_dir: str) -> None:
         stream = ShardStream(path, fields=("fixed_labels",), seed=3, batch_size=2)
         assert stream.rank_world == (rank, WORLD)
         stream.set_epoch(1)  # rank 0's shard list is broadcast to every rank
-        indices = [int(i) for batch in DataLoader(stream, batch_size=2, num_workers=1) for i in batch["index"]]
+        indices = [int(i) for batch in DataLoader(stream, batch_size=None, num_workers=1) for i in batch["index"]]
         counts = [torch.tensor(0) for _ in range(WORLD)]
         dist.all_gather(counts, torch.tensor(len(indices)))  # a collective per rank: hangs if counts differ
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps({"indices": indices,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -15,7 +17,7 @@ from synthgen.store.commits import committed_shards
 from synthgen.store.info import DatasetInfo
 from synthgen.store.layout import shard_object_key
 from synthgen.store.objects import ObjectStore
-from synthgen.store.shard_reader import ShardLayout, read_layout, read_samples
+from synthgen.store.shard_reader import ShardLayout, read_index, read_layout, read_sample_into, read_samples
 from synthgen.store.verify import VerifyReport, verify_shards
 from synthgen.store.writer import read_info, zarr_store
 
@@ -43,6 +45,8 @@ class Dataset:
         self._engine: Engine | None = None
         self._arrays: dict[str, Any] = {}
         self._layouts: dict[str, ShardLayout | None] = {}
+        self._indexes: dict[tuple[str, int], np.ndarray] = {}
+        self._present: set[tuple[str, int]] = set()
 
     def __len__(self) -> int:
         return self.info.num_samples
@@ -125,36 +129,75 @@ class Dataset:
         self._readable_shard(shard, fields)
         return {f: self._read(f, shard, slice(start, stop)) for f in fields}
 
+    def read_sample_into(self, field: str, index: int, out: np.ndarray) -> None:
+        """Read sample ``index`` of ``field`` into ``out`` (C-contiguous, the field's shape and
+        dtype, e.g. a row of a batch tensor): one ranged read for store format v1 shards, the
+        shard's index table read once per process."""
+        shard = self.shard_of(index)
+        self._readable_shard(shard, [field])
+        layout = self._layout(field)
+        with self._damage_errors(field, shard):
+            if layout is None:
+                out[...] = self._array(field)[index]
+                return
+            key = shard_object_key(field, self.info.schema[field], shard)
+            table = self._indexes.get((field, shard))
+            if table is None:
+                table = self._indexes[(field, shard)] = read_index(self.objects, key, layout)
+            read_sample_into(self.objects, key, layout, table, index - shard * self.info.shard_size, out)
+
     def _readable_shard(self, shard: int, fields: list[str]) -> int:
         if shard not in self._committed:
             raise SynthgenError(
                 f"shard {shard} of {self.path} is not committed (the dataset is incomplete); "
                 f"rerun the same `synthgen generate` command to finish it")
         for field in fields:
-            if not self.objects.exists(shard_object_key(field, self.info.schema[field], shard)):
+            if (field, shard) in self._present:
+                continue
+            if self.objects.exists(shard_object_key(field, self.info.schema[field], shard)):
+                self._present.add((field, shard))
+            else:
                 raise SynthgenError(
                     f"shard {shard} of field {field} is missing from {self.path} although committed; "
                     f"run `synthgen verify {self.path}` and regenerate the damaged shards")
         return shard
 
     def _read(self, field: str, shard: int, selection: int | slice) -> np.ndarray:
+        layout = self._layout(field)
+        with self._damage_errors(field, shard):
+            if layout is None:
+                return np.asarray(self._array(field)[selection])
+            base = shard * self.info.shard_size
+            first, stop = ((selection.start, selection.stop) if isinstance(selection, slice)
+                           else (selection, selection + 1))
+            key = shard_object_key(field, self.info.schema[field], shard)
+            samples = read_samples(self.objects, key, layout, first - base, stop - base)
+            return samples if isinstance(selection, slice) else samples[0]
+
+    def _layout(self, field: str) -> ShardLayout | None:
+        """The v1 shard layout of ``field`` for the direct reader, or None to read through zarr."""
         if field not in self._layouts:
             self._layouts[field] = read_layout(self.objects, field)
-        layout = self._layouts[field]
+        return self._layouts[field]
+
+    def _array(self, field: str) -> Any:
+        if field not in self._arrays:
+            self._arrays[field] = self._group[field]
+        return self._arrays[field]
+
+    @contextlib.contextmanager
+    def _damage_errors(self, field: str, shard: int) -> Iterator[None]:
+        """Damaged bytes become a SynthgenError naming the shard; storage trouble (OSError)
+        keeps its own message."""
         try:
-            if layout is not None:  # the fast path of shard_reader; zarr for any other layout
-                base = shard * self.info.shard_size
-                first, stop = (selection.start, selection.stop) if isinstance(selection, slice) \
-                    else (selection, selection + 1)
-                key = shard_object_key(field, self.info.schema[field], shard)
-                samples = read_samples(self.objects, key, layout, first - base, stop - base)
-                return samples if isinstance(selection, slice) else samples[0]
-            if field not in self._arrays:
-                self._arrays[field] = self._group[field]
-            return np.asarray(self._arrays[field][selection])
+            yield
+        except FileNotFoundError as err:
+            raise SynthgenError(
+                f"shard {shard} of field {field} is missing from {self.path} although committed; "
+                f"run `synthgen verify {self.path}` and regenerate the damaged shards") from err
         except OSError:
-            raise  # storage or network trouble, not damaged bytes: let its own message through
-        except Exception as err:  # zarr and its codecs raise ValueError/RuntimeError/... on bad bytes
+            raise
+        except Exception as err:  # zarr, its codecs and shard_reader raise ValueError/RuntimeError/...
             raise SynthgenError(
                 f"shard {shard} of field {field} in {self.path} is corrupt ({type(err).__name__}: "
                 f"{str(err).splitlines()[0] if str(err) else 'unreadable'}); run `synthgen verify "

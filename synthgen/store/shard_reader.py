@@ -75,6 +75,45 @@ def read_layout(objects: ObjectStore, field: str) -> ShardLayout | None:
     return shard_layout(json.loads(objects.read(f"{field}/zarr.json")))
 
 
+def read_index(objects: ObjectStore, key: str, layout: ShardLayout) -> np.ndarray:
+    """The (samples_per_shard, 2) int64 (offset, nbytes) table of shard object ``key``, checked
+    against its crc32c. Raises ValueError for a damaged or truncated shard."""
+    raw_index = objects.read_range(key, suffix=layout.index_nbytes)
+    if len(raw_index) != layout.index_nbytes:
+        raise ValueError(f"shard index is {len(raw_index)} bytes, expected {layout.index_nbytes}")
+    body, checksum = raw_index[:-CHECKSUM_BYTES], raw_index[-CHECKSUM_BYTES:]
+    if crc32c.crc32c(body) != int.from_bytes(checksum, "little"):
+        raise ValueError("shard index checksum mismatch")
+    entries = np.frombuffer(body, dtype="<u8").reshape(layout.samples_per_shard, 2)
+    return np.where(entries == EMPTY, -1, entries.astype(np.int64))
+
+
+def read_sample_into(objects: ObjectStore, key: str, layout: ShardLayout, index: np.ndarray, offset: int,
+                     out: np.ndarray) -> None:
+    """Read sample ``offset`` of a shard into ``out`` (a C-contiguous array of the sample's
+    shape and dtype, e.g. one row of a batch): one ranged read, straight into ``out`` when the
+    chunk is raw. ``index`` is the shard's :func:`read_index` table."""
+    start, size = (int(v) for v in index[offset])
+    if start < 0:
+        raise ValueError("shard lacks a chunk that should hold a sample")
+    target = memoryview(out.reshape(-1).view(np.uint8))
+    if not layout.compressed:
+        if size != layout.sample_nbytes:
+            raise ValueError(f"a raw chunk holds {size} bytes, expected {layout.sample_nbytes}")
+        objects.read_into(key, start, target)
+        return
+    chunk = objects.read_range(key, start=start, stop=start + size)
+    if len(chunk) != size:
+        raise ValueError(f"shard is truncated: read {len(chunk)} of {size} bytes")
+    _decompress_into(chunk, layout, target)
+
+
+def _decompress_into(chunk: bytes | memoryview, layout: ShardLayout, target: memoryview) -> None:
+    if int.from_bytes(chunk[4:8], "little") != layout.sample_nbytes:  # blosc header: nbytes
+        raise ValueError(f"a chunk decodes to the wrong size, expected {layout.sample_nbytes} bytes")
+    blosc.decompress(chunk, target)
+
+
 def read_samples(objects: ObjectStore, key: str, layout: ShardLayout, first: int, stop: int) -> np.ndarray:
     """Samples ``[first, stop)`` (offsets within the shard) of the shard object ``key``.
 
@@ -84,16 +123,10 @@ def read_samples(objects: ObjectStore, key: str, layout: ShardLayout, first: int
     Raises:
         ValueError: the shard's bytes are damaged (index checksum, missing or mis-sized chunks).
     """
-    raw_index = objects.read_range(key, suffix=layout.index_nbytes)
-    if len(raw_index) != layout.index_nbytes:
-        raise ValueError(f"shard index is {len(raw_index)} bytes, expected {layout.index_nbytes}")
-    body, checksum = raw_index[:-CHECKSUM_BYTES], raw_index[-CHECKSUM_BYTES:]
-    if crc32c.crc32c(body) != int.from_bytes(checksum, "little"):
-        raise ValueError("shard index checksum mismatch")
-    entries = np.frombuffer(body, dtype="<u8").reshape(layout.samples_per_shard, 2)[first:stop]
-    if (entries == EMPTY).any():
+    entries = read_index(objects, key, layout)[first:stop]
+    if (entries < 0).any():
         raise ValueError("shard lacks a chunk that should hold a sample")
-    offsets, sizes = entries[:, 0].astype(np.int64), entries[:, 1].astype(np.int64)
+    offsets, sizes = entries[:, 0], entries[:, 1]
     out = np.empty((stop - first, *layout.sample_shape), dtype=layout.dtype)
     flat = out.reshape(stop - first, -1).view(np.uint8)
     if not layout.compressed:
@@ -109,9 +142,7 @@ def read_samples(objects: ObjectStore, key: str, layout: ShardLayout, first: int
     for row, (offset, size) in enumerate(zip(offsets - start, sizes)):
         chunk = memoryview(data)[offset:offset + size]
         if layout.compressed:
-            if int.from_bytes(chunk[4:8], "little") != layout.sample_nbytes:  # blosc header: nbytes
-                raise ValueError(f"a chunk decodes to the wrong size, expected {layout.sample_nbytes} bytes")
-            blosc.decompress(chunk, flat[row])
+            _decompress_into(chunk, layout, memoryview(flat[row]))
         else:
             flat[row] = np.frombuffer(chunk, dtype=np.uint8)
     return out

@@ -28,7 +28,7 @@ def stream_bench(path: str, fields: Sequence[str] | None = None, workers: int = 
                  max_samples: int | None = None, shuffle: bool = True) -> StreamBenchReport:
     """Time one pass (or ``max_samples``) of a DataLoader over a ShardStream of ``path``."""
     stream = ShardStream(path, fields=fields, batch_size=batch_size, shuffle=shuffle)
-    loader = DataLoader(stream, batch_size=batch_size, num_workers=workers)
+    loader = DataLoader(stream, batch_size=None, num_workers=workers)
     samples, nbytes = 0, 0
     started = time.perf_counter()
     for batch in loader:

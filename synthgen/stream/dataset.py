@@ -17,21 +17,26 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from synthgen.errors import SynthgenError
 from synthgen.store.reader import Dataset, open_dataset
-from synthgen.stream.crop import apply_crop, crop_start
+from synthgen.stream.crop import crop_start
 from synthgen.stream.order import epoch_order
 from synthgen.stream.partition import rank_count, rank_indices, worker_indices
-from synthgen.stream.reading import ON_ERROR, read_in_order
+from synthgen.stream.reading import ON_ERROR, fill_batch
 
 STATE_VERSION = 1
 
 
 class ShardStream(IterableDataset):
-    """Stream the samples of a synthgen dataset (path or fsspec URL) into training.
+    """Stream the samples of a synthgen dataset (path or fsspec URL) into training, as batches.
+
+    The stream yields whole batches, each sample read straight into its row (no collate copy),
+    in shared memory inside DataLoader workers: use ``DataLoader(stream, batch_size=None,
+    num_workers=K, pin_memory=True)``. ``len(stream)`` is this rank's number of batches.
 
     Args:
         path: dataset path or URL.
-        fields: stored fields to yield (default: all). Each item is ``{field: tensor, "index":
-            int64 tensor}`` (plus ``"crop_start"`` when a crop is deferred, see below).
+        fields: stored fields to yield (default: all). Each batch is ``{field: (B, *shape)
+            tensor, "index": (B,) int64}`` (plus ``"crop_start"`` (B, 3) when a crop is
+            deferred, see below).
         seed: the order's seed (independent of the dataset's generation seed).
         shuffle: shuffle shards and samples within blocks of ``block_shards`` shards.
         rank, world_size: this process's rank; default from ``torch.distributed`` when it is
@@ -45,8 +50,8 @@ class ShardStream(IterableDataset):
         on_error: "raise" (default: a damaged or missing shard stops the run with a message
             naming it and ``synthgen verify``) or "skip" (a warning; its samples are replaced by
             readable ones of the same block, keeping the counts equal).
-        batch_size: the per-rank batch size of the DataLoader; workers take whole batches in
-            turn, which is what keeps the order independent of the number of workers.
+        batch_size: samples per batch (per rank); DataLoader workers take whole batches in turn,
+            which is what keeps the order independent of the number of workers.
         float32: yield float fields as float32 instead of the stored float16.
         block_shards: shards whose samples are shuffled together (read locality).
         shards: read only these shard ids (default: all committed at each ``set_epoch``).
@@ -116,10 +121,15 @@ class ShardStream(IterableDataset):
         """The epoch's global order (all ranks), before this stream's start position."""
         return epoch_order(self.dataset.info, self._shards, self.seed, self.epoch, self.shuffle, self.block_shards)
 
-    def __len__(self) -> int:
+    @property
+    def num_samples(self) -> int:
         """Samples this rank yields in the rest of the epoch."""
         _, world = self.rank_world
         return rank_count(max(0, self._epoch_size() - self._start), world, self.drop_last)
+
+    def __len__(self) -> int:
+        """Batches this rank yields in the rest of the epoch (the last may be smaller)."""
+        return -(-self.num_samples // self.batch_size)
 
     def state_dict(self, samples_consumed: int) -> dict[str, Any]:
         """Where to resume, given how many samples THIS RANK's training loop consumed since this
@@ -152,20 +162,30 @@ class ShardStream(IterableDataset):
         worker_id, workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
         mine = rank_indices(self.epoch_order(), self._start, rank, world, self.drop_last)
         mine = worker_indices(mine, worker_id, workers, self.batch_size)
-        info = self.dataset.info
-        for index, arrays in read_in_order(self.dataset, mine, self.fields, self.on_error,
-                                           segment_shards=self.block_shards):
-            item = {}
-            start = crop_start(info.shape, self.crop, self.seed, self.epoch, index) if self.crop else None
-            for name, array in arrays.items():
-                if start is not None and not self.defer_crop:
-                    array = apply_crop(array, start, self.crop)
-                tensor = torch.from_numpy(np.ascontiguousarray(array))
-                item[name] = tensor.float() if self.float32 and tensor.is_floating_point() else tensor
-            item["index"] = torch.tensor(index, dtype=torch.int64)
+        skipped: set[int] = set()
+        for first in range(0, len(mine), self.batch_size):
+            indices = mine[first:first + self.batch_size].tolist()
+            crops = [self._crop_start(i) for i in indices] if self.crop is not None else None
+            crop_here = crops is not None and not self.defer_crop
+            out = {f: self._empty_batch(f, len(indices), crop_here, shared=worker is not None) for f in self.fields}
+            actual = fill_batch(self.dataset, indices, {f: t.numpy() for f, t in out.items()}, self.on_error,
+                                skipped, crops if crop_here else None, self.crop)
+            batch = {f: t.float() if self.float32 and t.is_floating_point() else t for f, t in out.items()}
+            batch["index"] = torch.tensor(actual, dtype=torch.int64)
             if self.defer_crop:
-                item["crop_start"] = torch.from_numpy(start)
-            yield item
+                batch["crop_start"] = torch.from_numpy(np.stack([self._crop_start(i) for i in actual]))
+            yield batch
+
+    def _crop_start(self, index: int) -> np.ndarray:
+        return crop_start(self.dataset.info.shape, self.crop, self.seed, self.epoch, index)
+
+    def _empty_batch(self, field: str, count: int, cropped: bool, shared: bool) -> torch.Tensor:
+        """An uninitialised (count, *shape) tensor for ``field``, in shared memory inside a
+        DataLoader worker so that handing it to the main process copies nothing."""
+        spec = self.dataset.info.schema[field]
+        shape = (*spec.shape[:-3], *self.crop) if cropped else spec.shape
+        tensor = torch.empty((count, *shape), dtype=getattr(torch, spec.dtype))
+        return tensor.share_memory_() if shared else tensor
 
     # -- plumbing -------------------------------------------------------------------------------
 

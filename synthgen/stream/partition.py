@@ -2,9 +2,8 @@
 
 With ``W`` ranks, rank ``r`` takes ``order[start + r :: W]``, cut or padded so that every rank
 gets the same count (DDP hangs otherwise). Within a rank, worker ``w`` of ``K`` takes the
-rank's batches ``j`` with ``j % K == w``: a DataLoader collates each worker's consecutive
-``batch_size`` samples into one batch and takes batches from its workers in turn, so the
-training loop sees the rank's sequence in order whatever ``K`` is. Interleaving the ranks'
+rank's batches ``j`` with ``j % K == w``: a DataLoader takes batches from its workers in turn,
+so the training loop sees the rank's sequence in order whatever ``K`` is. Interleaving the ranks'
 sequences gives back the epoch order whatever ``W`` is: the global order depends only on
 (seed, epoch) and the position, which is also what makes resume with other ``W`` or ``K`` exact.
 """

@@ -1,100 +1,75 @@
-"""Reading a consumer's samples in its order, a few storage calls per shard, not one per sample.
+"""Filling one batch: each sample read straight into its row of the batch tensors.
 
-A consumer's sample list is cut into segments (its samples from one block of shards). Per
-segment and shard, the needed samples are read as runs of consecutive indices, one storage call
-per run and field, merging runs separated by small gaps (reading a few unneeded samples costs
-less than another call: each Zarr call costs ~1 ms, and zarr's orthogonal selection is far
-slower still). Unreadable shards raise, or with ``on_error="skip"`` are warned about once and
-their samples replaced by readable ones from the same segment, so every consumer still yields
-the same number of samples.
+Why batches: a DataLoader that collates single samples copies every byte once more
+(``torch.stack``), about a third of a warm read pass; here each sample is read (raw chunks) or
+decompressed (label maps) directly into its row, one ranged read per sample and field, with each
+shard's index table read once per process (``Dataset.read_sample_into``). Unreadable shards
+raise, or with ``on_error="skip"`` are warned about once and their samples replaced by readable
+ones of the same batch, so every consumer still yields the same number of samples.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Sequence
 
 import numpy as np
 
 from synthgen.errors import SynthgenError
 from synthgen.store.reader import Dataset
+from synthgen.stream.crop import apply_crop
 
 ON_ERROR = ("raise", "skip")
 
 
-def read_in_order(dataset: Dataset, indices: np.ndarray, fields: list[str], on_error: str = "raise",
-                  segment_shards: int = 4, max_gap: int = 2, skipped: set[int] | None = None
-                  ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-    """Yield ``(index, {field: array})`` for every index of ``indices``, in that order (with
-    ``on_error="skip"``, a sample of an unreadable shard comes as another readable index).
+def fill_batch(dataset: Dataset, indices: Sequence[int], out: dict[str, np.ndarray], on_error: str,
+               skipped: set[int], crops: Sequence[np.ndarray] | None = None,
+               crop: tuple[int, int, int] | None = None) -> list[int]:
+    """Read samples ``indices`` into the rows of ``out`` ({field: (B, *shape) array}).
 
     Args:
         dataset: the open dataset.
-        indices: (N,) global sample indices (repeats allowed).
-        fields: stored fields to read.
+        indices: the batch's global sample indices, in order.
+        out: destination arrays; with ``crops``, rows have the cropped shape.
         on_error: "raise" or "skip" (see the module docstring).
-        segment_shards: a segment ends when it would touch more shards than this.
-        max_gap: unneeded samples read to join two runs of one shard.
         skipped: shards already found unreadable (updated in place).
+        crops: per-sample crop corners, or None for whole volumes.
+        crop: the crop size (with ``crops``).
+
+    Returns:
+        The indices actually in each row (a stand-in where a shard was skipped).
     """
-    skipped = set() if skipped is None else skipped
-    for segment in _segments(indices, dataset.info.shard_size, segment_shards):
-        loaded, replacement = _load_segment(dataset, segment, fields, on_error, max_gap, skipped)
-        for index in segment.tolist():
-            index = replacement.get(index, index)
-            yield index, loaded[index]
-
-
-def _segments(indices: np.ndarray, shard_size: int, segment_shards: int) -> Iterator[np.ndarray]:
-    start, shards = 0, set()
-    for position, index in enumerate(indices):
-        shard = int(index) // shard_size
-        if shard not in shards and len(shards) == segment_shards:
-            yield indices[start:position]
-            start, shards = position, set()
-        shards.add(shard)
-    if start < len(indices):
-        yield indices[start:]
-
-
-def _load_segment(dataset: Dataset, segment: np.ndarray, fields: list[str], on_error: str,
-                  max_gap: int, skipped: set[int]
-                  ) -> tuple[dict[int, dict[str, np.ndarray]], dict[int, int]]:
-    """The segment's readable samples, and a readable stand-in for each unreadable one."""
     shard_size = dataset.info.shard_size
-    loaded: dict[int, dict[str, np.ndarray]] = {}
-    unreadable = []
-    for shard in sorted({int(i) // shard_size for i in segment}):
-        needed = np.unique(segment[segment // shard_size == shard])
-        if shard in skipped:
-            unreadable.extend(needed.tolist())
+    scratch = {}
+    failed = []
+    for row, index in enumerate(indices):
+        if index // shard_size in skipped:
+            failed.append(row)
             continue
         try:
-            for start, stop in _runs(needed, max_gap):
-                run = dataset.read_range(start, stop, fields)
-                for index in needed[(needed >= start) & (needed < stop)]:
-                    loaded[int(index)] = {f: run[f][int(index) - start] for f in fields}
+            for field, batch in out.items():
+                if crops is None:
+                    dataset.read_sample_into(field, index, batch[row])
+                    continue
+                if field not in scratch:
+                    spec = dataset.info.schema[field]
+                    scratch[field] = np.empty(spec.shape, dtype=spec.dtype)
+                dataset.read_sample_into(field, index, scratch[field])
+                batch[row] = apply_crop(scratch[field], crops[row], crop)
         except SynthgenError as err:
             if on_error == "raise":
                 raise
             warnings.warn(f"skipping unreadable {err}", RuntimeWarning, stacklevel=2)
-            skipped.add(shard)
-            unreadable.extend(needed.tolist())
-    if unreadable and not loaded:
-        raise SynthgenError(f"every shard of a read segment is unreadable (shards {sorted(skipped)}); "
+            skipped.add(index // shard_size)
+            failed.append(row)
+    actual = list(indices)
+    readable = [row for row in range(len(indices)) if row not in set(failed)]
+    if failed and not readable:
+        raise SynthgenError(f"every sample of a batch is in an unreadable shard (shards {sorted(skipped)}); "
                             f"run `synthgen verify {dataset.path}`")
-    readable = sorted(loaded)
-    return loaded, {index: readable[n % len(readable)] for n, index in enumerate(unreadable)}
-
-
-def _runs(needed: np.ndarray, max_gap: int) -> list[tuple[int, int]]:
-    """Sorted unique indices -> [start, stop) runs, joining gaps of at most ``max_gap``."""
-    runs = []
-    start = previous = int(needed[0])
-    for index in needed[1:].tolist():
-        if index - previous > max_gap + 1:
-            runs.append((start, previous + 1))
-            start = index
-        previous = index
-    runs.append((start, previous + 1))
-    return runs
+    for n, row in enumerate(failed):
+        source = readable[n % len(readable)]
+        for batch in out.values():
+            batch[row] = batch[source]
+        actual[row] = actual[source]
+    return actual
