@@ -19,6 +19,7 @@ from pathlib import Path
 import nibabel
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
@@ -341,3 +342,28 @@ def test_cache_over_a_local_path_with_concurrent_readers(local_dataset: Path, tm
     fetched = {p.relative_to(tmp_path / "cache") for p in (tmp_path / "cache").rglob("*") if p.is_file()}
     assert len(fetched) == len(reference) and len(downloads) == len(set(downloads)) == len(reference)
     assert dataset.verify().ok
+
+
+def test_stream_from_s3_through_the_cache_fetches_each_shard_object_once(
+        s3: S3Server, remote_dataset: str, local_dataset: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch.utils.data import DataLoader
+
+    from synthgen.stream import ShardStream
+
+    monkeypatch.setitem(fsspec.config.conf, "filecache", {"cache_storage": str(tmp_path / "cache")})
+    url = f"filecache::{remote_dataset}"
+    fields = ("fixed", "fixed_labels")
+
+    def epoch(path: str) -> list[dict]:
+        stream = ShardStream(path, fields=fields, seed=1, batch_size=2)
+        return list(DataLoader(stream, batch_size=None, num_workers=2))
+
+    mark = s3.mark()
+    remote, local = epoch(url), epoch(str(local_dataset))
+    for a, b in zip(remote, local, strict=True):
+        assert torch.equal(a["index"], b["index"])
+        for field in fields:
+            assert torch.equal(a[field], b[field]), field
+    gets = [path for method, path in s3.requests_since(mark) if method == "GET" and "/c/" in path]
+    assert len(gets) == len(set(gets)) == 3 * len(fields), "each shard object is downloaded once, whole"

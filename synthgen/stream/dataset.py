@@ -8,6 +8,7 @@ storage call, and a clear error (or a warning and a stand-in sample) for a damag
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -87,6 +88,7 @@ class ShardStream(IterableDataset):
         self._rank, self._world_size = rank, world_size
         self._fixed_shards = None if shards is None else sorted(int(k) for k in shards)
         self._dataset: Dataset | None = dataset
+        self._dataset_pid = os.getpid()
         self.epoch = 0
         self._start = 0
         self._resolve_rank_world()
@@ -191,8 +193,11 @@ class ShardStream(IterableDataset):
 
     @property
     def dataset(self) -> Dataset:
-        if self._dataset is None:
+        """The open dataset, reopened in each process: forked DataLoader workers inherit the
+        parent's object without pickling, and remote filesystems (s3fs) are not fork-safe."""
+        if self._dataset is None or self._dataset_pid != os.getpid():
             self._dataset = open_dataset(self.path)
+            self._dataset_pid = os.getpid()
         return self._dataset
 
     def __getstate__(self) -> dict[str, Any]:
