@@ -10,8 +10,10 @@ ones of the same batch, so every consumer still yields the same number of sample
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -25,7 +27,9 @@ ON_ERROR = ("raise", "skip")
 def fill_batch(dataset: Dataset, indices: Sequence[int], out: dict[str, np.ndarray], on_error: str,
                skipped: set[int], crops: Sequence[np.ndarray] | None = None,
                crop: tuple[int, int, int] | None = None) -> list[int]:
-    """Read samples ``indices`` into the rows of ``out`` ({field: (B, *shape) array}).
+    """Read samples ``indices`` into the rows of ``out`` ({field: (B, *shape) array}); the
+    fields are read concurrently, one thread each (file reads and blosc decompression release
+    the GIL, so a label map decodes while a view is read).
 
     Args:
         dataset: the open dataset.
@@ -40,36 +44,52 @@ def fill_batch(dataset: Dataset, indices: Sequence[int], out: dict[str, np.ndarr
         The indices actually in each row (a stand-in where a shard was skipped).
     """
     shard_size = dataset.info.shard_size
-    scratch = {}
-    failed = []
-    for row, index in enumerate(indices):
-        if index // shard_size in skipped:
-            failed.append(row)
-            continue
-        try:
-            for field, batch in out.items():
-                if crops is None:
-                    dataset.read_sample_into(field, index, batch[row])
-                    continue
-                if field not in scratch:
-                    spec = dataset.info.schema[field]
-                    scratch[field] = np.empty(spec.shape, dtype=spec.dtype)
-                dataset.read_sample_into(field, index, scratch[field])
-                batch[row] = apply_crop(scratch[field], crops[row], crop)
-        except SynthgenError as err:
-            if on_error == "raise":
-                raise
+    rows = [row for row, index in enumerate(indices) if index // shard_size not in skipped]
+
+    def read_field(field: str) -> dict[int, SynthgenError]:
+        batch, errors = out[field], {}
+        spec = dataset.info.schema[field]
+        scratch = np.empty(spec.shape, dtype=spec.dtype) if crops is not None else None
+        for row in rows:
+            try:
+                if scratch is None:
+                    dataset.read_sample_into(field, indices[row], batch[row])
+                else:
+                    dataset.read_sample_into(field, indices[row], scratch)
+                    batch[row] = apply_crop(scratch, crops[row], crop)
+            except SynthgenError as err:
+                if on_error == "raise":
+                    raise
+                errors[row] = err
+        return errors
+
+    errors: dict[int, SynthgenError] = {}
+    for field_errors in _field_pool().map(read_field, list(out)):
+        errors.update(field_errors)
+    for row, err in sorted(errors.items()):
+        if indices[row] // shard_size not in skipped:
             warnings.warn(f"skipping unreadable {err}", RuntimeWarning, stacklevel=2)
-            skipped.add(index // shard_size)
-            failed.append(row)
-    actual = list(indices)
-    readable = [row for row in range(len(indices)) if row not in set(failed)]
+            skipped.add(indices[row] // shard_size)
+    failed = [row for row in range(len(indices)) if row not in rows or row in errors]
+    readable = [row for row in range(len(indices)) if row not in failed]
     if failed and not readable:
         raise SynthgenError(f"every sample of a batch is in an unreadable shard (shards {sorted(skipped)}); "
                             f"run `synthgen verify {dataset.path}`")
+    actual = list(indices)
     for n, row in enumerate(failed):
         source = readable[n % len(readable)]
         for batch in out.values():
             batch[row] = batch[source]
         actual[row] = actual[source]
     return actual
+
+
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _field_pool() -> ThreadPoolExecutor:
+    """This process's thread pool for field reads (threads do not survive a fork: one per pid)."""
+    global _POOL
+    if _POOL is None or _POOL[0] != os.getpid():
+        _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=4, thread_name_prefix="synthgen-read"))
+    return _POOL[1]
