@@ -166,12 +166,6 @@ def synthgen_loader(path: Path, n: int, shuffle: bool, workers: int, batch_size:
     return DataLoader(stream, batch_size=None, num_workers=workers)  # the stream yields whole batches
 
 
-def shardstream_available() -> bool:
-    try:
-        from synthgen.stream import ShardStream  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 # -- page cache ---------------------------------------------------------------------------------
@@ -318,11 +312,8 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         readers.append("litdata")
     else:
         notes.append("litdata not importable (or --no-litdata): skipped")
-    have_stream = shardstream_available() and not args.no_synthgen
-    if have_stream:
+    if not args.no_synthgen:
         readers.append("synthgen")
-    else:
-        notes.append("synthgen.stream.ShardStream not available: skipped")
     stored = {name: sum(p.stat().st_size for p in reader_files[name]) for name in readers}
 
     def spec(name: str, shuffle: bool, workers: int, passes: list[str]) -> dict[str, Any]:
@@ -359,7 +350,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                              if cache == "cold" and resident is not None else "")
                           + ")", file=sys.stderr)
 
-    if args.profile and have_stream:
+    if args.profile and not args.no_synthgen:
         in_child(spec("synthgen", True, 0, ["timed", "profile"]))
         print(f"cProfile of a warm synthgen pass (shuffle, 0 workers) -> {args.profile}", file=sys.stderr)
 
@@ -420,7 +411,7 @@ def print_table(result: dict[str, Any]) -> None:
           f"malloc_tuned={result['malloc_env'] is not None} "
           f"reader={result['reader_source']['synthgen_store_stream_sha256']}; MB = 1e6 bytes delivered ({result['bytes_per_sample_delivered']} "
           f"per sample); ratio = median over rounds of (npy seconds / reader seconds), same round")
-    print(f"stored bytes per sample: " + ", ".join(f"{k} {v / 1e6:.2f} MB"
+    print("stored bytes per sample: " + ", ".join(f"{k} {v / 1e6:.2f} MB"
                                                    for k, v in result["stored_bytes_per_sample"].items()))
     for note in result["notes"]:
         print(f"note: {note}")

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from synthgen.engines import get_engine
 from synthgen.errors import SynthgenError
 from synthgen.runner import generate
-from synthgen.store.layout import COMMITS_DIR, commit_record_key, shard_object_key
+from synthgen.store.layout import COMMITS_DIR, shard_object_key
 from synthgen.stream import DeviceStage, ShardStream
 from synthgen.stream.crop import apply_crop, crop_start
 

@@ -15,6 +15,7 @@ import uuid
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from synthgen.errors import SynthgenError
 from synthgen.store.cache import ObjectCache, cache_directory, is_metadata_key
 from synthgen.store.urls import refuse_cache_write, split_cache_url, translated_errors
 
@@ -116,6 +117,15 @@ class ObjectStore:
             os.fsync(handle.fileno())
         os.replace(temp, target)
 
+    def existing_output(self, kind: str) -> bool:
+        """Check the root as an output location for a ``kind`` ("dataset", "template bank"):
+        refuse a file (SynthgenError); return whether a non-empty folder is already there, which
+        the caller must recognise as its own or refuse with :func:`foreign_output_error`."""
+        if self.exists() and not self.is_dir():
+            raise SynthgenError(f"output path {self.url} is a file; pass a folder path for the {kind}, "
+                                f"such as {self.url}.zarr")
+        return self.exists() and bool(self.list_names(""))
+
     def list_names(self, key: str) -> list[str]:
         """Base names of the entries directly under ``key`` ([] if it does not exist)."""
         try:
@@ -136,3 +146,9 @@ class ObjectStore:
         with self._errors(writing=True):
             if self.fs.exists(self._fresh(self.root)):
                 self.fs.rm(self.root, recursive=True)
+
+
+def foreign_output_error(path: str, kind: str) -> SynthgenError:
+    """The refusal for an output folder that holds something other than a synthgen ``kind``."""
+    return SynthgenError(f"output path {path} exists and is not a synthgen {kind}; choose another --out "
+                         f"(synthgen never deletes data it did not write)")

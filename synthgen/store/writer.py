@@ -18,7 +18,7 @@ from synthgen.errors import SynthgenError
 from synthgen.store.commits import CommitRecord, committed_shards, write_commit
 from synthgen.store.info import DatasetInfo
 from synthgen.store.layout import ATTRIBUTE_KEY, COMMITS_DIR, compressors_for
-from synthgen.store.objects import ObjectStore
+from synthgen.store.objects import ObjectStore, foreign_output_error
 from synthgen.store.urls import is_remote_url
 from synthgen.store.zarr_stores import fsspec_zarr_store
 
@@ -50,14 +50,10 @@ def prepare_dataset(path: str, info: DatasetInfo, overwrite: bool = False) -> li
     is not a synthgen dataset, or a synthgen dataset with another identity unless ``overwrite``.
     """
     objects = ObjectStore(path)
-    if objects.exists() and not objects.is_dir():
-        raise SynthgenError(f"output path {path} is a file; pass a directory path such as {path}.zarr")
-    if objects.exists() and objects.list_names(""):
+    if objects.existing_output("dataset"):
         existing = read_info(objects)
         if existing is None:
-            raise SynthgenError(
-                f"output path {path} exists and is not a synthgen dataset; choose another --out "
-                f"(synthgen never deletes data it did not write)")
+            raise foreign_output_error(path, "dataset")
         if overwrite:
             objects.remove_all()
         else:

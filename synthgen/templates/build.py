@@ -30,7 +30,7 @@ from typing import Any
 from tqdm import tqdm
 
 from synthgen.errors import SynthgenError
-from synthgen.store.objects import ObjectStore
+from synthgen.store.objects import ObjectStore, foreign_output_error
 from synthgen.templates import labelmaps, totalsegmentator
 from synthgen.templates.jobs import PartJob, run_job
 from synthgen.templates.layout import PARTS_DIR
@@ -170,13 +170,10 @@ def prepare_bank(out: str, source: str, spacing: float | None,
         template bank, or a bank of another source or other options.
     """
     objects = ObjectStore(out)
-    if objects.exists() and not objects.is_dir():
-        raise SynthgenError(f"output path {out} is a file; pass a folder path for the bank, such as {out}.zarr")
-    if objects.exists() and objects.list_names(""):
+    if objects.existing_output("template bank"):
         manifest = read_manifest(objects)
         if manifest is None:
-            raise SynthgenError(f"output path {out} exists and is not a synthgen template bank; choose another "
-                                f"--out (synthgen never deletes data it did not write)")
+            raise foreign_output_error(out, "template bank")
         if manifest.source != source or manifest.options != options:
             raise SynthgenError(f"{out} is a {manifest.source} bank built with other options "
                                 f"({_differences(manifest, source, options)}); rerun with its options to "
