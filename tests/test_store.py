@@ -136,3 +136,16 @@ def test_refuses_foreign_directory_and_file_even_with_overwrite(tmp_path: Path) 
     assert (foreign / "precious.nii.gz").read_bytes() == b"patient data"
     assert sorted(p.name for p in foreign.iterdir()) == ["precious.nii.gz"]
     assert a_file.read_text() == "not a directory"
+
+
+def test_rewriting_a_shard_removes_temporaries_of_an_interrupted_write(small_dataset: Path,
+                                                                       small_dataset_master: Path) -> None:
+    spec_key = shard_object_key("fixed", open_dataset(str(small_dataset)).info.schema["fixed"], 1)
+    stale = [small_dataset / f"{spec_key}.0123abcd.partial", small_dataset / f"{spec_key}.4567ef.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a shard")
+    (small_dataset / commit_record_key(1)).unlink()
+    generate(get_engine("random-shapes", **SMALL), str(small_dataset), SMALL_N, seed=3,
+             shard_size=SMALL_SHARD, backend="local", progress=False)
+    assert not any(path.exists() for path in stale)
+    assert shard_bytes(small_dataset) == shard_bytes(small_dataset_master)

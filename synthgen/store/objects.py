@@ -126,6 +126,23 @@ class ObjectStore:
                                 f"such as {self.url}.zarr")
         return self.exists() and bool(self.list_names(""))
 
+    def remove_stale_temporaries(self, key: str) -> int:
+        """Delete temporary files that interrupted atomic writes of ``key`` left beside it
+        (zarr's ``<name>.<uuid>.partial``, this class's ``<name>.<uuid>.tmp``); only the writer
+        that owns ``key`` may call this. Object stores write atomically without temporaries.
+        Returns how many were removed."""
+        if not self.is_local:
+            return 0
+        folder, _, name = self.path(key).rpartition("/")
+        try:
+            entries = os.listdir(folder)
+        except FileNotFoundError:
+            return 0
+        stale = [e for e in entries if e.startswith(name + ".") and e.endswith((".partial", ".tmp"))]
+        for entry in stale:
+            os.remove(os.path.join(folder, entry))
+        return len(stale)
+
     def list_names(self, key: str) -> list[str]:
         """Base names of the entries directly under ``key`` ([] if it does not exist)."""
         try:

@@ -17,7 +17,7 @@ from zarr.storage import FsspecStore, LocalStore
 from synthgen.errors import SynthgenError
 from synthgen.store.commits import CommitRecord, committed_shards, write_commit
 from synthgen.store.info import DatasetInfo
-from synthgen.store.layout import ATTRIBUTE_KEY, COMMITS_DIR, compressors_for
+from synthgen.store.layout import ATTRIBUTE_KEY, COMMITS_DIR, compressors_for, shard_object_key
 from synthgen.store.objects import ObjectStore, foreign_output_error
 from synthgen.store.urls import is_remote_url
 from synthgen.store.zarr_stores import fsspec_zarr_store
@@ -83,15 +83,18 @@ def _create(path: str, info: DatasetInfo) -> None:
 def write_shard(path: str, info: DatasetInfo, shard: int, arrays: dict[str, np.ndarray],
                 started: float | None = None) -> CommitRecord:
     """Write all fields of ``shard`` (each array shaped (samples in shard, *field shape)) in one
-    call per field, then commit it."""
+    call per field, then commit it. Temporary files that an interrupted earlier write of this
+    shard left behind are removed first (the shard's task is its only writer)."""
     started = time.perf_counter() if started is None else started
     start, stop = info.shard_range(shard)
+    objects = ObjectStore(path)
     group = zarr.open_group(store=zarr_store(path, read_only=False), mode="r+")
     for name, spec in info.schema.items():
+        objects.remove_stale_temporaries(shard_object_key(name, spec, shard))
         data = arrays[name]
         expected = (stop - start, *spec.shape)
         if data.shape != expected or data.dtype != np.dtype(spec.dtype):
             raise ValueError(f"shard {shard} field {name}: got {data.dtype}{data.shape}, "
                              f"schema says {spec.dtype}{expected}")
         group[name][start:stop] = data
-    return write_commit(ObjectStore(path), info, shard, time.perf_counter() - started)
+    return write_commit(objects, info, shard, time.perf_counter() - started)
