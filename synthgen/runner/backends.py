@@ -44,11 +44,10 @@ def check_ray_address(address: str, timeout: float = 3.0) -> None:
 def run_ray(path: str, shards: list[int], workers: int | None = None,
             address: str | None = None) -> Iterator[ShardResult]:
     """Run one Ray task per shard on a local Ray runtime (``address`` None, ``workers`` CPUs)
-    or on the cluster at ``address``; at most ``2 * workers`` tasks are in flight."""
+    or on the cluster at ``address`` (checked by the caller with :func:`check_ray_address`
+    before anything is written); at most ``2 * workers`` tasks are in flight."""
     import ray
 
-    if address:
-        check_ray_address(address)
     started_here = not ray.is_initialized()
     if started_here:
         if address:

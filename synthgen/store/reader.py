@@ -119,16 +119,6 @@ class Dataset:
         start, stop = self.info.shard_range(shard)
         return {f: self._read(f, shard, slice(start, stop)) for f in fields}
 
-    def read_range(self, start: int, stop: int, fields: list[str] | None = None) -> dict[str, np.ndarray]:
-        """Samples [start, stop) of one committed shard, one storage call per field:
-        ``{field: array (stop - start, *field shape)}``."""
-        shard = self.shard_of(start)
-        if self.shard_of(stop - 1) != shard:
-            raise ValueError(f"samples [{start}, {stop}) span more than shard {shard}")
-        fields = self.fields if fields is None else list(fields)
-        self._readable_shard(shard, fields)
-        return {f: self._read(f, shard, slice(start, stop)) for f in fields}
-
     def read_sample_into(self, field: str, index: int, out: np.ndarray) -> None:
         """Read sample ``index`` of ``field`` into ``out`` (C-contiguous, the field's shape and
         dtype, e.g. a row of a batch tensor): one ranged read for store format v1 shards, the

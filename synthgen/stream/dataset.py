@@ -167,11 +167,11 @@ class ShardStream(IterableDataset):
         skipped: set[int] = set()
         for first in range(0, len(mine), self.batch_size):
             indices = mine[first:first + self.batch_size].tolist()
-            crops = [self._crop_start(i) for i in indices] if self.crop is not None else None
-            crop_here = crops is not None and not self.defer_crop
+            crop_here = self.crop is not None and not self.defer_crop
+            crops = [self._crop_start(i) for i in indices] if crop_here else None
             out = {f: self._empty_batch(f, len(indices), crop_here, shared=worker is not None) for f in self.fields}
             actual = fill_batch(self.dataset, indices, {f: t.numpy() for f, t in out.items()}, self.on_error,
-                                skipped, crops if crop_here else None, self.crop)
+                                skipped, crops, self.crop)
             batch = {f: t.float() if self.float32 and t.is_floating_point() else t for f, t in out.items()}
             batch["index"] = torch.tensor(actual, dtype=torch.int64)
             if self.defer_crop:

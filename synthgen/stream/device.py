@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 from synthgen.ops.augment.online import OnlineAugment
+from synthgen.seeding import generator_from
 from synthgen.store.reader import open_dataset
 from synthgen.stream.crop import apply_crop
 
@@ -70,7 +70,4 @@ class DeviceStage:
 
     def batch_generator(self, indices: list[int]) -> torch.Generator:
         """The augmentation's CPU generator for a batch: from (seed, its sample indices)."""
-        entropy = np.random.SeedSequence([self.seed, *indices]).generate_state(1, dtype=np.uint64)[0]
-        generator = torch.Generator()
-        generator.manual_seed(int(entropy) & ((1 << 63) - 1))
-        return generator
+        return generator_from(self.seed, *indices)
