@@ -294,17 +294,22 @@ COMMANDS = {"generate": cmd_generate, "info": cmd_info, "verify": cmd_verify, "p
             "export": cmd_export, "templates": cmd_templates, "stream-bench": cmd_stream_bench}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def dispatch(prog: str, commands: dict[str, Any], args: argparse.Namespace, interrupted: str) -> int:
+    """Run ``commands[args.command](args)``: a SynthgenError becomes one line on stderr and exit
+    EXIT_ERROR, ctrl-c the line ``interrupted`` and exit EXIT_INTERRUPTED."""
     try:
-        return COMMANDS[args.command](args)
+        return commands[args.command](args)
     except SynthgenError as err:
-        print(f"synthgen {args.command}: error: {err}", file=sys.stderr)
+        print(f"{prog} {args.command}: error: {err}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print(f"synthgen {args.command}: interrupted; committed shards are kept, rerun the same "
-              f"command to finish", file=sys.stderr)
+        print(f"{prog} {args.command}: {interrupted}", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return dispatch("synthgen", COMMANDS, build_parser().parse_args(argv),
+                    "interrupted; committed shards are kept, rerun the same command to finish")
 
 
 def run() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,39 +10,16 @@ import pytest
 
 from synthgen.cli import main
 from tests.conftest import tree_snapshot
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:  # argparse errors
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code != 0
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, f"expected one line, got: {err!r}"
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.helpers import assert_one_line_error, free_port, run_main
 
 
 def test_info_verify_happy_path(capsys: pytest.CaptureFixture[str], small_dataset: Path) -> None:
-    code, out, _ = run_cli(capsys, "info", str(small_dataset))
+    code, out, _ = run_main(main, capsys, "info", str(small_dataset))
     assert code == 0
     for needle in ("random-shapes", "seed:        3", "3/3 committed", "32 x 32 x 32 voxels at 1 x 1 x 1 mm",
                    "fixed_labels", "uint8", "displacement", "ratio", "num_labels = 16"):
         assert needle in out
-    code, out, _ = run_cli(capsys, "verify", str(small_dataset))
+    code, out, _ = run_main(main, capsys, "verify", str(small_dataset))
     assert code == 0 and "all 3 shards OK" in out
 
 
@@ -52,7 +28,7 @@ def test_verify_names_bad_shard(capsys: pytest.CaptureFixture[str], small_datase
     while target.is_dir():
         target = next(target.iterdir())
     target.write_bytes(target.read_bytes()[:100])
-    code, _, err = run_cli(capsys, "verify", str(small_dataset))
+    code, _, err = run_main(main, capsys, "verify", str(small_dataset))
     assert code == 1 and "shard 2 field moving" in err and "1 bad shard(s) of 3 committed (2)" in err
 
 
@@ -84,7 +60,7 @@ GEN = ("generate", "--backend", "local", "--quiet", "--size", "32")
 def test_generate_bad_arguments(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                 argv: tuple[str, ...], needles: tuple[str, ...]) -> None:
     out = tmp_path / "never.zarr"
-    code, _, err = run_cli(capsys, *GEN, "--out", str(out), *argv)
+    code, _, err = run_main(main, capsys, *GEN, "--out", str(out), *argv)
     assert_one_line_error(code, err, *needles)
     assert not out.exists()
 
@@ -92,20 +68,20 @@ def test_generate_bad_arguments(capsys: pytest.CaptureFixture[str], tmp_path: Pa
 def test_generate_into_file_or_foreign_directory(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     a_file = tmp_path / "data.zarr"
     a_file.write_text("x")
-    code, _, err = run_cli(capsys, *GEN, "--engine", "random-shapes", "--n", "2", "--out", str(a_file))
+    code, _, err = run_main(main, capsys, *GEN, "--engine", "random-shapes", "--n", "2", "--out", str(a_file))
     assert_one_line_error(code, err, "is a file")
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "keep.txt").write_text("keep")
     for extra in ((), ("--overwrite",)):
-        code, _, err = run_cli(capsys, *GEN, "--engine", "random-shapes", "--n", "2", "--out", str(foreign), *extra)
+        code, _, err = run_main(main, capsys, *GEN, "--engine", "random-shapes", "--n", "2", "--out", str(foreign), *extra)
         assert_one_line_error(code, err, "not a synthgen dataset")
     assert a_file.read_text() == "x" and [p.name for p in foreign.iterdir()] == ["keep.txt"]
 
 
 def test_generate_into_other_config_refused_untouched(capsys: pytest.CaptureFixture[str], small_dataset: Path) -> None:
     before = tree_snapshot(small_dataset)
-    code, _, err = run_cli(capsys, *GEN, "--engine", "random-shapes", "--n", "10", "--shard-size", "4",
+    code, _, err = run_main(main, capsys, *GEN, "--engine", "random-shapes", "--n", "10", "--shard-size", "4",
                            "--seed", "9", "--out", str(small_dataset))
     assert_one_line_error(code, err, "holds a different dataset", "seed: 3 (existing) vs 9 (requested)", "--overwrite")
     assert tree_snapshot(small_dataset) == before
@@ -113,7 +89,7 @@ def test_generate_into_other_config_refused_untouched(capsys: pytest.CaptureFixt
 
 def test_unreachable_ray_address(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     out = tmp_path / "never.zarr"
-    code, _, err = run_cli(capsys, "generate", "--engine", "random-shapes", "--n", "2", "--size", "32",
+    code, _, err = run_main(main, capsys, "generate", "--engine", "random-shapes", "--n", "2", "--size", "32",
                            "--quiet", "--out", str(out), "--ray-address", f"127.0.0.1:{free_port()}")
     assert_one_line_error(code, err, "cannot reach a Ray cluster at 127.0.0.1:", "ray start --head")
     assert not out.exists()
@@ -125,13 +101,13 @@ def test_commands_on_a_non_dataset(capsys: pytest.CaptureFixture[str], tmp_path:
                                    command: tuple[str, ...]) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
-    code, _, err = run_cli(capsys, command[0], str(plain), *command[1:])
+    code, _, err = run_main(main, capsys, command[0], str(plain), *command[1:])
     assert_one_line_error(code, err, "is not a synthgen dataset")
 
 
 def test_sample_index_out_of_range(capsys: pytest.CaptureFixture[str], small_dataset: Path, tmp_path: Path) -> None:
-    code, _, err = run_cli(capsys, "export", str(small_dataset), "--sample", "10", "--out", str(tmp_path / "e"))
+    code, _, err = run_main(main, capsys, "export", str(small_dataset), "--sample", "10", "--out", str(tmp_path / "e"))
     assert_one_line_error(code, err, "sample index 10 is out of range", "0..9")
-    code, _, err = run_cli(capsys, "preview", str(small_dataset), "--samples", "8:12", "--out", str(tmp_path / "p.png"))
+    code, _, err = run_main(main, capsys, "preview", str(small_dataset), "--samples", "8:12", "--out", str(tmp_path / "p.png"))
     assert code != 0 and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "e").exists() and not (tmp_path / "p.png").exists()

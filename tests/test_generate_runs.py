@@ -6,7 +6,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from synthgen.runner import generate
 from synthgen.store.layout import COMMITS_DIR
 from tests.conftest import make_small, shard_bytes
 from tests.ray_processes import short_ray_tmpdir, stop_ray_processes
+from tests.helpers import free_port
 
 CLI = [sys.executable, "-m", "synthgen.cli"]
 
@@ -131,12 +131,6 @@ def test_interrupted_ray_run_resumes_identically(tmp_path: Path, ray_tmpdir: Pat
              backend="local", progress=False)
     assert shard_bytes(out) == shard_bytes(reference)
     assert open_dataset(str(out)).verify().ok
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_ray_cluster_run_is_byte_identical(small_dataset_master: Path, tmp_path: Path, ray_tmpdir: Path) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -34,16 +33,11 @@ from synthgen.errors import SynthgenError  # noqa: E402
 from synthgen.runner import generate  # noqa: E402
 
 from tests.conftest import shard_bytes  # noqa: E402
+from tests.helpers import free_port
 
 BUCKET = "synthgen-test"
 N, SHARD, SEED, SIZE = 6, 2, 3, 32  # three shards of two samples at 32^3
 REQUEST = re.compile(r'"(GET|PUT|HEAD|DELETE|POST) (\S+) HTTP/')
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class S3Server:

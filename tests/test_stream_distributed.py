@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import torch
@@ -14,14 +13,9 @@ from torch.utils.data import DataLoader
 from synthgen.engines import get_engine
 from synthgen.runner import generate
 from synthgen.stream import ShardStream
+from tests.helpers import free_port
 
 WORLD = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _worker(rank: int, path: str, port: int, out_dir: str) -> None:
@@ -43,7 +37,7 @@ def test_two_process_gloo_run(tmp_path: Path) -> None:
     path = tmp_path / "ddp.zarr"
     generate(get_engine("random-shapes", size=32), str(path), 21, seed=1, shard_size=4, backend="local",
              progress=False)
-    mp.spawn(_worker, args=(str(path), _free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(str(path), free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
     assert results[0]["counts"] == results[1]["counts"] == [10, 10]
     stream = ShardStream(str(path), fields=("fixed_labels",), seed=3)

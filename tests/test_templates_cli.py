@@ -7,24 +7,16 @@ from pathlib import Path
 import pytest
 
 from synthgen.cli import main
+from tests.helpers import run_main
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_list_and_preview_the_default_bank(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, out, _ = run(capsys, "templates", "list", "default")
+    code, out, _ = run_main(main, capsys, "templates", "list", "default")
     assert code == 0 and "source procedural" in out and "tube" in out and "shell" in out
     png = tmp_path / "bank.png"
-    code, out, _ = run(capsys, "templates", "preview", "default", "--out", str(png), "--count", "12")
+    code, out, _ = run_main(main, capsys, "templates", "preview", "default", "--out", str(png), "--count", "12")
     assert code == 0 and png.stat().st_size > 1000
 
 
@@ -34,16 +26,16 @@ def test_build_from_label_maps_then_generate_with_it(capsys: pytest.CaptureFixtu
     maps.mkdir()
     (maps / "training_seg_01.nii.gz").symlink_to(SHARED_DATA / "synthseg-label-maps" / "training_seg_01.nii.gz")
     bank = tmp_path / "brain.zarr"
-    code, out, err = run(capsys, "templates", "build", "--label-maps", str(maps), "--out", str(bank),
+    code, out, err = run_main(main, capsys, "templates", "build", "--label-maps", str(maps), "--out", str(bank),
                          "--spacing", "2", "--workers", "1", "--quiet")
     assert code == 0, err
-    code, out, _ = run(capsys, "templates", "list", str(bank))
+    code, out, _ = run_main(main, capsys, "templates", "list", str(bank))
     assert code == 0 and "label-maps" in out
     data = tmp_path / "brain-ensembles.zarr"
-    code, out, err = run(capsys, "generate", "--engine", "label-ensemble", "--templates", str(bank), "--n", "2",
+    code, out, err = run_main(main, capsys, "generate", "--engine", "label-ensemble", "--templates", str(bank), "--n", "2",
                          "--size", "32", "--store", "labels", "--backend", "local", "--quiet", "--out", str(data))
     assert code == 0, err
-    code, out, _ = run(capsys, "info", str(data))
+    code, out, _ = run_main(main, capsys, "info", str(data))
     assert code == 0 and "labels" in out and "derived" in out
 
 
@@ -55,6 +47,6 @@ def test_build_from_label_maps_then_generate_with_it(capsys: pytest.CaptureFixtu
 ])
 def test_templates_bad_input_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                          argv: tuple[str, ...], needle: str) -> None:
-    code, _, err = run(capsys, *(a.replace("{tmp}", str(tmp_path)) for a in argv))
+    code, _, err = run_main(main, capsys, *(a.replace("{tmp}", str(tmp_path)) for a in argv))
     assert code != 0 and len(err.strip().splitlines()) == 1 and needle in err and "Traceback" not in err
     assert not (tmp_path / "b.zarr").exists() and not (tmp_path / "p.png").exists()

@@ -1,0 +1,204 @@
+"""The ``synthgen-bench`` command. Every error is one line on stderr and a non-zero exit.
+
+``synthgen-bench register --pairs PAIRS --features SPEC --out DIR`` registers every pair with
+ConvexAdam driven by the features, and writes ``pairs.csv``, ``summary.json``, ``summary.md``,
+``dice_boxplot.png`` and ``overlay_<pair>.png`` for the first few pairs. With ``--grid`` it first
+searches a small hyper-parameter grid on validation pairs (``--val-pairs``, or the first
+``--val-count`` pairs of ``--pairs``, which are then left out of the scored set), writes
+``grid.csv`` and registers the rest with the chosen setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import os
+import re
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from benchmarks.registration import grid as grid_search
+from benchmarks.registration import plots
+from benchmarks.registration.report import write_outputs
+from benchmarks.registration.run import PairResult, Registered, run_pairs, warped_image
+from benchmarks.registration.sources import open_pairs
+from registration.convexadam import ConvexAdamParams
+from registration.features import EXTRACTOR_NAMES, get_extractor
+from registration.warp import warp_labels
+from synthgen.cli import OneLineParser, dispatch, parse_overrides
+from synthgen.errors import SynthgenError
+
+EXIT_PAIRS_FAILED = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="synthgen-bench", description=(
+        "Score feature extractors by registering real or synthetic pairs with ConvexAdam."))
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    reg = commands.add_parser("register", help="register pairs and score the result")
+    reg.add_argument("--pairs", required=True, help=(
+        "pairs CSV (fixed, moving, fixed_labels, moving_labels[, fixed_landmarks, "
+        "moving_landmarks, name]), a Learn2Reg dataset.json, a random-shapes dataset, or "
+        "random-shapes:N[,size=S,seed=K,start=I] for pairs generated in memory"))
+    reg.add_argument("--features", default="mind", help=(
+        f"feature extractor: one of {', '.join(EXTRACTOR_NAMES)}, written NAME[:ARG][,key=value...], "
+        f"e.g. mind, ckpt:model.pt,mind=true, slice2d:enc.pt,every=4,pca=12 (default mind)"))
+    reg.add_argument("--out", required=True, help="results directory")
+    reg.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="ConvexAdam hyper-parameter, e.g. --set grid_sp=4 --set niter=40")
+    reg.add_argument("--grid", action="store_true",
+                     help="tune ConvexAdam on validation pairs first and use the chosen setting")
+    reg.add_argument("--grid-values", action="append", default=[], metavar="KEY=V1,V2",
+                     help="a grid axis (default grid: grid_sp=4,6 and lambda_weight=0.5,1.25,2.5)")
+    reg.add_argument("--val-pairs", default=None, help="validation pairs for --grid (same forms as --pairs)")
+    reg.add_argument("--val-count", type=int, default=2,
+                     help="without --val-pairs: the first N pairs validate and are not scored (default 2)")
+    reg.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    reg.add_argument("--overlays", type=int, default=3, help="overlay PNGs for the first N pairs (default 3)")
+    reg.add_argument("--limit", type=int, default=None, help="only the first N pairs")
+    reg.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
+    return parser
+
+
+def params_from(overrides: Sequence[str]) -> ConvexAdamParams:
+    """ConvexAdamParams with ``--set`` overrides; unknown keys name the valid ones."""
+    values = parse_overrides(overrides)
+    valid = [f.name for f in dataclasses.fields(ConvexAdamParams)]
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise SynthgenError(f"--set {unknown[0]}: no such ConvexAdam hyper-parameter; "
+                            f"valid ones are {', '.join(valid)}")
+    try:
+        return ConvexAdamParams(**values)
+    except (TypeError, ValueError) as err:
+        raise SynthgenError(f"--set: {err}") from None
+
+
+def grid_from(values: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+    """``["grid_sp=4,6"]`` -> ``{"grid_sp": (4, 6)}``; the default grid when empty."""
+    if not values:
+        return dict(grid_search.DEFAULT_GRID)
+    valid = [f.name for f in dataclasses.fields(ConvexAdamParams)]
+    grid = {}
+    for text in values:
+        key, sep, items = text.partition("=")
+        if not sep or key not in valid or not items:
+            raise SynthgenError(f"--grid-values {text!r}: expected KEY=V1,V2 with KEY one of "
+                                f"{', '.join(valid)}")
+        grid[key] = tuple(json.loads(v) if re.fullmatch(r"[-+0-9.eE]+|true|false", v) else v
+                          for v in items.split(","))
+    return grid
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SynthgenError(f"--device {name!r} is not a device; use auto, cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SynthgenError(f"--device {name}: no CUDA device here; use --device cpu")
+    return device
+
+
+def prepare_out(out: str, overwrite: bool) -> None:
+    if os.path.exists(os.path.join(out, "summary.json")) and not overwrite:
+        raise SynthgenError(f"--out {out} already holds results; choose another directory or "
+                            f"pass --overwrite")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise SynthgenError(f"--out {out} is a file; give a directory")
+    os.makedirs(out, exist_ok=True)
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def _overlay_writer(out: str, count: int, features: str):
+    written = []
+
+    def write(registered: Registered, result: PairResult) -> None:
+        if len(written) >= count:
+            return
+        pair = registered.bench.pair
+        warped_labels = (None if pair.moving_labels is None
+                         else warp_labels(pair.moving_labels, registered.displacement))
+        dice = result.scores.get("dice", float("nan"))
+        path = os.path.join(out, f"overlay_{_safe_name(pair.name)}.png")
+        plots.overlay(pair.fixed, pair.moving, warped_image(registered), pair.fixed_labels,
+                      pair.moving_labels, warped_labels, pair.spacing, path,
+                      f"{pair.name}, features {features}: mean Dice {dice:.3f}")
+        written.append(path)
+
+    return write
+
+
+def _write_grid(rows: list[dict[str, Any]], path: str) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    params = params_from(args.overrides)
+    grid = grid_from(args.grid_values) if args.grid else None
+    device = pick_device(args.device)
+    extractor = get_extractor(args.features, device)
+    sources = open_pairs(args.pairs)[:args.limit]
+    if not sources:
+        raise SynthgenError(f"--pairs {args.pairs} lists no pairs")
+    prepare_out(args.out, args.overwrite)
+    header: dict[str, Any] = {"pairs_source": args.pairs, "features": args.features,
+                              "device": str(device)}
+    if grid is not None:
+        if args.val_pairs is not None:
+            validation = open_pairs(args.val_pairs)
+        else:
+            if args.val_count < 1 or args.val_count >= len(sources):
+                raise SynthgenError(f"--grid needs validation pairs: --val-count {args.val_count} "
+                                    f"of {len(sources)} pairs leaves none to score; pass --val-pairs")
+            validation, sources = sources[:args.val_count], sources[args.val_count:]
+        outcome = grid_search.search(validation, extractor, params, device, grid)
+        _write_grid(outcome.rows, os.path.join(args.out, "grid.csv"))
+        params = dataclasses.replace(params, **outcome.chosen)
+        header["grid"] = {"validation": [s.name for s in validation], "values": grid,
+                          "chosen": outcome.chosen}
+        print(f"grid: chosen {outcome.chosen} on {len(validation)} validation pairs")
+    header["params"] = dataclasses.asdict(params)
+    results = run_pairs(sources, extractor, params, device,
+                        on_registered=_overlay_writer(args.out, args.overlays, args.features))
+    table = write_outputs(results, args.out, header)
+    plots.dice_boxplot(results, os.path.join(args.out, "dice_boxplot.png"),
+                       f"{args.features} on {os.path.basename(args.pairs.rstrip('/'))}")
+    print(table)
+    failed = [r for r in results if r.error]
+    for result in failed:
+        print(f"synthgen-bench register: pair {result.name} failed: {result.error}", file=sys.stderr)
+    if failed:
+        print(f"synthgen-bench register: error: {len(failed)} of {len(results)} pairs failed "
+              f"(listed in {os.path.join(args.out, 'summary.json')})", file=sys.stderr)
+        return EXIT_PAIRS_FAILED
+    return 0
+
+
+COMMANDS = {"register": cmd_register}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return dispatch("synthgen-bench", COMMANDS, build_parser().parse_args(argv), "interrupted")
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

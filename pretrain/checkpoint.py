@@ -1,0 +1,167 @@
+"""Training checkpoints: everything a run needs to continue exactly, written atomically.
+
+Format ``synthgen-pretrain/1`` is a ``torch.save``d dict of tensors and plain Python values
+(read back with ``weights_only=True``)::
+
+    {"format": "synthgen-pretrain/1", "recipe": name, "config": nested config dict,
+     "modules": {name: {"class": "package.module:Name", "args": init_args, "state_dict": ...}},
+     "optimizer": ..., "scheduler": ..., "scaler": ..., "step": completed steps, "epoch": stream epoch,
+     "rng": [per rank: {"torch", "cuda", "numpy", "python"}], "stream": ShardStream state,
+     "split": {"train": shard ids, "val": shard ids}}
+
+A run directory keeps ``last.pt`` (replaced at every save) and, every ``train.keep_every``
+steps, a hard-linked copy ``step-NNNNNNNN.pt``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import random
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from synthgen.errors import SynthgenError
+
+FORMAT = "synthgen-pretrain/1"
+LAST = "last.pt"
+PARTIAL_PREFIX = ".partial-"
+
+
+def class_path(module: nn.Module) -> str:
+    """``"package.module:Name"`` of ``module``'s class (which must be importable by that name)."""
+    cls = type(module)
+    if "<locals>" in cls.__qualname__:
+        raise SynthgenError(f"module class {cls.__qualname__} is defined inside a function; define it at "
+                            f"module level so that checkpoints can rebuild it")
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def module_entry(name: str, module: nn.Module) -> dict[str, Any]:
+    """``{"class", "args", "state_dict"}`` of one module (state on the CPU)."""
+    args = getattr(module, "init_args", None)
+    if not isinstance(args, dict):
+        raise SynthgenError(f"module {name!r} ({type(module).__name__}) has no init_args dict; a recipe's "
+                            f"modules must record their constructor arguments (see pretrain.recipe)")
+    state = {key: value.detach().cpu() for key, value in module.state_dict().items()}
+    return {"class": class_path(module), "args": dict(args), "state_dict": state}
+
+
+def build_module(entry: dict[str, Any]) -> nn.Module:
+    """Rebuild a module from a :func:`module_entry`: import the class, construct it from its
+    arguments and load the weights (strict)."""
+    module_name, _, qualname = entry["class"].partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError):
+        raise SynthgenError(f"cannot import module class {entry['class']}; install the package that "
+                            f"defines it") from None
+    module = target(**entry["args"])
+    module.load_state_dict(entry["state_dict"])
+    return module
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's random states: torch CPU, CUDA (all devices, if CUDA is in use), numpy's
+    global generator and Python's ``random``."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    return {"torch": torch.get_rng_state(), "cuda": cuda,
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+            "python": random.getstate()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned (CUDA states only where the device count matches)."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    random.setstate(state["python"])
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` (with ``"format"`` set) to ``path`` atomically: a partial file in the
+    same directory, flushed to disk, then renamed over ``path``."""
+    path = Path(path)
+    partial = path.with_name(f"{PARTIAL_PREFIX}{path.name}.{os.getpid()}")
+    try:
+        with open(partial, "wb") as handle:
+            torch.save({"format": FORMAT, **payload}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def keep_copy(path: str | os.PathLike, step: int) -> Path:
+    """A lasting copy ``step-NNNNNNNN.pt`` of checkpoint ``path`` (a hard link where possible)."""
+    path = Path(path)
+    target = path.with_name(f"step-{step:08d}.pt")
+    partial = path.with_name(f"{PARTIAL_PREFIX}{target.name}.{os.getpid()}")
+    try:
+        try:
+            os.link(path, partial)
+        except OSError:
+            shutil.copyfile(path, partial)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
+def remove_partials(run_dir: str | os.PathLike) -> None:
+    """Delete partial files an interrupted save left in ``run_dir``."""
+    for partial in Path(run_dir).glob(f"{PARTIAL_PREFIX}*"):
+        partial.unlink(missing_ok=True)
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """``path`` itself, or ``path/last.pt`` for a run directory."""
+    path = Path(path)
+    return path / LAST if path.is_dir() else path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a ``synthgen-pretrain/1`` checkpoint (a file or a run directory) on the CPU.
+
+    Raises:
+        SynthgenError: missing, unreadable, or not this format.
+    """
+    path = resolve_checkpoint(path)
+    if not path.is_file():
+        raise SynthgenError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise SynthgenError(f"{path} is not a readable checkpoint ({first})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise SynthgenError(f"{path} is not a {FORMAT} checkpoint (format {found!r})")
+    return payload
+
+
+def load_module(path: str | os.PathLike, name: str = "model") -> nn.Module:
+    """Rebuild module ``name`` of a checkpoint (file or run directory) with its saved class,
+    constructor arguments and weights, on the CPU, in eval mode."""
+    checkpoint = load_checkpoint(path)
+    modules = checkpoint["modules"]
+    if name not in modules:
+        raise SynthgenError(f"checkpoint {resolve_checkpoint(path)} has no module {name!r}; it has "
+                            f"{', '.join(modules)}")
+    return build_module(modules[name]).eval()

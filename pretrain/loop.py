@@ -1,0 +1,417 @@
+"""The shared training loop: everything a recipe (:mod:`pretrain.recipe`) does not do.
+
+``train(recipe, config, out_dir)`` checks the dataset and the run directory, builds the
+recipe's modules, optimiser, schedule and gradient scaler, streams batches (ShardStream in a
+DataLoader, DeviceStage on the training device), trains with mixed precision and gradient
+clipping, validates on held-out shards, logs, checkpoints, and at the end exports the recipe's
+feature checkpoint to ``RUN/features.pt``.
+
+Exact resume: a checkpoint holds the modules, optimiser, scheduler, scaler, step, every rank's
+random states and the stream position, and each step's generator is seeded from (train.seed,
+step, rank); so on the CPU a run saved at step k and resumed to step n ends bitwise equal to an
+uninterrupted run to n. Validation runs under a forked RNG and never changes what training sees.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is created from the environment (NCCL
+on CUDA, else gloo), modules with parameters are wrapped in DistributedDataParallel, the stream
+partitions samples by rank, and only rank 0 writes logs, checkpoints and features.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pretrain import checkpoint as ckpt
+from pretrain.batches import Split, TrainBatches, resolve_crop, split_shards, stream_fields, validation_batches
+from pretrain.config import RunConfig, differing_keys, from_dict
+from pretrain.distributed import Distributed, init_distributed, wrap_modules
+from pretrain.metrics_log import RunLog
+from pretrain.optim import apply_schedule, build_optimizer, build_scheduler
+from pretrain.recipe import Recipe
+from pretrain.registry import get_recipe
+from synthgen.errors import SynthgenError
+from synthgen.ops.augment.online import OnlineAugmentConfig
+from synthgen.seeding import generator_from, seed_from
+from synthgen.store import open_dataset
+from synthgen.stream import DeviceStage, ShardStream
+
+CONFIG_FILE = "config.json"
+FEATURES_FILE = "features.pt"
+_BUILD_SEED, _VAL_SEED = 0xB111D, 0x7A11D
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint at ``step``."""
+
+    def __init__(self, step: int, checkpoint: Path | None, signal_name: str) -> None:
+        super().__init__(f"interrupted by {signal_name} at step {step}")
+        self.step, self.checkpoint, self.signal_name = step, checkpoint, signal_name
+
+
+def train(recipe: str | type[Recipe] | Recipe, config: RunConfig | dict[str, Any], out_dir: str | os.PathLike,
+          resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+    """Train ``recipe`` with ``config`` into run directory ``out_dir``.
+
+    Args:
+        recipe: a registered name, a Recipe class, or an instance (whose ``model``/``recipe``
+            configs then replace the config's sections).
+        config: a :class:`RunConfig` or a nested dict of sections (see :mod:`pretrain.config`).
+        out_dir: the run directory; must be empty or absent unless ``resume``.
+        resume: continue from ``out_dir/last.pt`` (a run directory without a checkpoint starts
+            afresh). The config may differ from the saved one only in ``RESUMABLE_KEYS``.
+        stop_after: pause after this many steps in total (checkpoint saved, no export); the
+            schedule still spans ``train.steps``. Continue later with ``resume=True``.
+
+    Returns:
+        A summary: ``step``, ``epoch``, ``finished``, ``train`` and ``val`` (last reported means),
+        ``checkpoint`` and ``features`` paths (None where not written), ``seconds``.
+
+    Raises:
+        SynthgenError: an unusable dataset, config, run directory or checkpoint.
+        TrainingInterrupted: SIGINT/SIGTERM (the checkpoint is saved first).
+    """
+    if isinstance(recipe, Recipe):
+        instance = recipe
+        nested = config.to_dict() if isinstance(config, RunConfig) else dict(config)
+        nested.update(model=dataclasses.asdict(recipe.model_config), recipe=dataclasses.asdict(recipe.loss_config))
+        config = from_dict(type(recipe), nested)
+    else:
+        recipe_cls = get_recipe(recipe) if isinstance(recipe, str) else recipe
+        if not isinstance(config, RunConfig):
+            config = from_dict(recipe_cls, config)
+        instance = recipe_cls(model=config.model, recipe=config.recipe)
+    if config.data.path is None:
+        raise SynthgenError("data.path is not set; give the dataset with --data PATH")
+    ctx = init_distributed(config.train.device)
+    try:
+        return _Run(instance, config, Path(out_dir), ctx).run(resume, stop_after)
+    finally:
+        ctx.shutdown()
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``train.amp`` on ``device`` (None: full precision)."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+class _Run:
+    """One invocation of :func:`train` on one rank."""
+
+    def __init__(self, recipe: Recipe, config: RunConfig, run_dir: Path, ctx: Distributed) -> None:
+        self.recipe, self.config, self.run_dir, self.ctx = recipe, config, run_dir, ctx
+        self.device = ctx.device
+        self.stop_signal: str | None = None
+        self.step_lr = 0.0
+        self.last_train: dict[str, float] = {}
+        self.last_val: dict[str, float] = {}
+
+    # -- set-up -------------------------------------------------------------------------------------
+
+    def run(self, resume: bool, stop_after: int | None) -> dict[str, Any]:
+        started = time.perf_counter()
+        saved = self._open_run_dir(resume)
+        dataset = open_dataset(self.config.data.path)
+        self.recipe.check_dataset(dataset)
+        crop = resolve_crop(self.config.crop, dataset)
+        self.recipe.check_crop(crop or tuple(dataset.info.shape))
+        fields = stream_fields(self.recipe.fields, dataset)
+        augment = self._augment_config() if self.recipe.augment else None
+        held_out = self.config.data.val_shards if self.config.train.val_every else 0
+        self.split = Split(**saved["split"]) if saved else split_shards(dataset, held_out)
+        self._write_config()
+        self.log = RunLog(self.run_dir, self.config.train.steps, enabled=self.ctx.is_main)
+        try:
+            self._build(saved)
+            self._build_data(fields, crop, augment, saved)
+            if saved:
+                ckpt.set_rng_state(self._rank_rng(saved["rng"]))
+            self._announce(dataset.path, saved)
+            with self._stop_on_signals():
+                self._loop(stop_after)
+            finished = self.step >= self.config.train.steps
+            features = self._export() if finished else None
+        finally:
+            self.log.close()
+            if hasattr(self, "batches"):
+                self.batches.close()
+        return {"step": self.step, "epoch": self.batches.epoch, "finished": finished, "train": self.last_train,
+                "val": self.last_val, "checkpoint": str(self.run_dir / ckpt.LAST) if self.ctx.is_main else None,
+                "features": features, "seconds": time.perf_counter() - started}
+
+    def _open_run_dir(self, resume: bool) -> dict[str, Any] | None:
+        """Check the run directory (every rank, before any rank writes); the checkpoint to resume."""
+        run_dir = self.run_dir
+        if run_dir.exists() and not run_dir.is_dir():
+            raise SynthgenError(f"--out {run_dir} is a file; give a directory for the run")
+        last = run_dir / ckpt.LAST
+        saved = None
+        if resume and last.is_file():
+            saved = ckpt.load_checkpoint(last)
+            if saved["recipe"] != self.recipe.name:
+                raise SynthgenError(f"{run_dir} is a {saved['recipe']} run, not {self.recipe.name}; "
+                                    f"resume it with `synthgen-pretrain {saved['recipe']}`")
+            differ = differing_keys(saved["config"], self.config)
+            if differ:
+                listed = ", ".join(f"{key} (saved {old!r}, now {new!r})" for key, (old, new) in differ.items())
+                raise SynthgenError(f"cannot resume {run_dir} with a different config: {listed}; resume with "
+                                    f"the saved config ({run_dir / CONFIG_FILE}) or start a new --out")
+        elif not resume and run_dir.is_dir() and any(run_dir.iterdir()):
+            raise SynthgenError(f"{run_dir} is not empty (an earlier run?); continue it with --resume or "
+                                f"choose a new --out")
+        self.ctx.barrier()
+        return saved
+
+    def _write_config(self) -> None:
+        if self.ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.remove_partials(self.run_dir)
+            (self.run_dir / CONFIG_FILE).write_text(self.config.to_json() + "\n")
+        self.ctx.barrier()
+
+    def _augment_config(self) -> dict[str, Any] | None:
+        overrides = self.config.data.augment
+        valid = [f.name for f in dataclasses.fields(OnlineAugmentConfig)]
+        unknown = [key for key in overrides if key not in valid]
+        if unknown:
+            raise SynthgenError(f"unknown config key data.augment.{unknown[0]}; valid keys of data.augment: "
+                                f"{', '.join(valid)}")
+        return overrides or None
+
+    def _build(self, saved: dict[str, Any] | None) -> None:
+        train = self.config.train
+        if train.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        _seed_everything(seed_from(train.seed, _BUILD_SEED))  # the same initial weights on every rank
+        self.modules = {name: module.to(self.device) for name, module in self.recipe.build().items()}
+        if saved:
+            names, expected = sorted(saved["modules"]), sorted(self.modules)
+            if names != expected:
+                raise SynthgenError(f"the checkpoint holds modules {names}, the recipe builds {expected}")
+            for name, module in self.modules.items():
+                module.load_state_dict(saved["modules"][name]["state_dict"])
+        self.optimizer = build_optimizer(self.config.optim, self.recipe.param_groups(self.modules))
+        self.scheduler = build_scheduler(self.optimizer, self.config.schedule, train.steps)
+        self.amp = amp_dtype(train.amp, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
+        self.step = 0
+        if saved:
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.scheduler.load_state_dict(saved["scheduler"])
+            apply_schedule(self.optimizer, self.scheduler)
+            self.scaler.load_state_dict(saved["scaler"])
+            self.step = int(saved["step"])
+        self.wrapped = wrap_modules(self.modules, self.ctx, train.find_unused_parameters)
+        _seed_everything(seed_from(train.seed, self.ctx.rank))
+
+    def _build_data(self, fields: list[str], crop: tuple[int, int, int] | None, augment: dict[str, Any] | None,
+                    saved: dict[str, Any] | None) -> None:
+        data = self.config.data
+        common = {"fields": fields, "seed": data.seed, "crop": crop, "on_error": data.on_error,
+                  "batch_size": data.batch_size, "block_shards": data.block_shards}
+        stream = ShardStream(data.path, shuffle=data.shuffle, shards=self.split.train, **common)
+        self.batches = TrainBatches(stream, data.workers, data.prefetch, pin_memory=self.device.type == "cuda")
+        if saved:
+            self.batches.load_state_dict(saved["stream"])
+        self.stage = DeviceStage(data.path, crop=crop, augment=self.recipe.augment, augment_config=augment,
+                                 seed=data.seed)
+        self.val_stream = None
+        if self.split.val and self.config.train.val_every:
+            self.val_stream = ShardStream(data.path, shuffle=False, shards=self.split.val, **common)
+            self.val_stage = DeviceStage(data.path, crop=crop, augment=self.recipe.augment,
+                                         augment_config=augment, seed=data.seed)
+
+    def _rank_rng(self, states: list[dict[str, Any]]) -> dict[str, Any]:
+        if len(states) == self.ctx.world_size:
+            return states[self.ctx.rank]
+        _seed_everything(seed_from(self.config.train.seed, self.ctx.rank, self.step))  # a new world size
+        return ckpt.rng_state()
+
+    def _announce(self, path: str, saved: dict[str, Any] | None) -> None:
+        train_count = self.batches.stream.num_samples * self.ctx.world_size
+        held = f", shards {self.split.val} held out for validation" if self.split.val else ""
+        amp = "off" if self.amp is None else str(self.amp).removeprefix("torch.")
+        start = f"resuming at step {self.step}" if saved else "starting"
+        self.log.message(f"{self.recipe.name}: {path} ({train_count} training samples this epoch{held}) -> "
+                         f"{self.run_dir}; {self.device}, amp {amp}, {self.ctx.world_size} rank(s); {start}")
+
+    # -- training -----------------------------------------------------------------------------------
+
+    def _loop(self, stop_after: int | None) -> None:
+        train = self.config.train
+        stop = train.steps if stop_after is None else min(stop_after, train.steps)
+        window = _Window()
+        saved_at = validated_at = self.step  # a resumed step was validated (if due) and saved
+        for module in self.modules.values():
+            module.train()
+        while self.step < stop:
+            batch = next(self.batches)
+            self.stage.seed = self._augment_seed(self.batches.epoch)
+            losses = self._train_step(self.stage(batch, self.device))
+            self.step += 1
+            window.add(losses, int(batch["index"].shape[0]))
+            if self.step % train.log_every == 0 or self.step == stop:
+                self._report(window)
+            if train.val_every and self.step % train.val_every == 0:
+                self._validate()
+                validated_at = self.step
+            keep = bool(train.keep_every) and self.step % train.keep_every == 0
+            if keep or (train.ckpt_every and self.step % train.ckpt_every == 0):
+                self._save(keep)
+                saved_at = self.step
+            if self.ctx.any(self.stop_signal is not None):
+                if saved_at != self.step:
+                    self._save(False)
+                raise TrainingInterrupted(self.step, self.run_dir / ckpt.LAST, self.stop_signal or "a signal")
+        if self.step == train.steps and validated_at != self.step:
+            self._validate()
+        if saved_at != self.step:
+            self._save(False)
+
+    def _augment_seed(self, epoch: int) -> int:
+        """The online augmentation's seed for an epoch: the stream seed in epoch 0, one derived
+        from (seed, epoch) after it, so that a sample is augmented differently in each epoch."""
+        seed = self.config.data.seed
+        return seed if epoch == 0 else seed_from(seed, epoch)
+
+    def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        generator = generator_from(self.config.train.seed, self.step, self.ctx.rank)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            losses = self.recipe.training_step(self.wrapped, batch, generator)
+        if "loss" not in losses:
+            raise SynthgenError(f"recipe {self.recipe.name} returned no 'loss' (got {', '.join(losses)})")
+        self.scaler.scale(losses["loss"]).backward()
+        reported = {name: value.detach().float() for name, value in losses.items()}
+        if self.config.train.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            reported["grad_norm"] = nn.utils.clip_grad_norm_(params, self.config.train.grad_clip).detach().float()
+        self.step_lr = self.optimizer.param_groups[0]["lr"]
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return reported
+
+    def _report(self, window: _Window) -> None:
+        means = self.ctx.mean(window.means())
+        if not np.isfinite(means["loss"]):
+            raise SynthgenError(f"the loss is not finite at step {self.step} ({means['loss']}); lower optim.lr, set "
+                                f"train.grad_clip or check the data")
+        seconds = window.seconds()
+        samples_per_s = window.samples * self.ctx.world_size / seconds if seconds > 0 else 0.0
+        self.log.train(self.step, means, self.step_lr, samples_per_s, seconds / window.steps)
+        self.last_train = means
+        window.reset()
+
+    def _validate(self) -> None:
+        if self.val_stream is None:
+            return
+        count = min(self.config.train.val_batches, len(self.val_stream))
+        if count == 0:
+            self.log.message(f"validation skipped: the held-out shards {self.split.val} give no batch per rank")
+            return
+        totals: dict[str, float] = {}
+        for module in self.modules.values():
+            module.eval()
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            for i, batch in enumerate(validation_batches(self.val_stream, count)):
+                generator = generator_from(self.config.train.seed, _VAL_SEED, i, self.ctx.rank)
+                with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                    scores = self.recipe.validation_step(self.modules, self.val_stage(batch, self.device), generator)
+                for name, value in scores.items():
+                    totals[name] = totals.get(name, 0.0) + float(value)
+        for module in self.modules.values():
+            module.train()
+        self.last_val = self.ctx.mean({name: total / count for name, total in totals.items()})
+        self.log.validation(self.step, self.last_val)
+
+    def _save(self, keep: bool) -> None:
+        rng = self.ctx.gather(ckpt.rng_state())
+        if not self.ctx.is_main:
+            return
+        payload = {"recipe": self.recipe.name, "config": self.config.to_dict(),
+                   "modules": {name: ckpt.module_entry(name, m) for name, m in self.modules.items()},
+                   "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                   "scaler": self.scaler.state_dict(), "step": self.step, "epoch": self.batches.epoch,
+                   "rng": rng, "stream": self.batches.state_dict(), "split": dataclasses.asdict(self.split),
+                   "world_size": self.ctx.world_size}
+        path = ckpt.save_checkpoint(self.run_dir / ckpt.LAST, payload)
+        if keep:
+            ckpt.keep_copy(path, self.step)
+
+    def _export(self) -> str | None:
+        path = None
+        if self.ctx.is_main:
+            path = self.recipe.export_features(self.modules, str(self.run_dir / FEATURES_FILE))
+            self.log.message(f"features: {path}")
+        self.ctx.barrier()
+        return path
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self) -> Iterator[None]:
+        """SIGINT/SIGTERM ask the loop to stop after the current step (a second SIGINT stops at
+        once); handlers are installed only in the main thread."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum: int, _frame: Any) -> None:
+            if self.stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.stop_signal = signal.Signals(signum).name
+
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+class _Window:
+    """Losses summed on the device between reports (no host sync per step)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps = self.samples = 0
+        self.started = time.perf_counter()
+
+    def add(self, losses: dict[str, torch.Tensor], samples: int) -> None:
+        for name, value in losses.items():
+            self.sums[name] = self.sums[name] + value if name in self.sums else value.clone()
+        self.steps += 1
+        self.samples += samples
+
+    def means(self) -> dict[str, float]:
+        return {name: float(total) / self.steps for name, total in self.sums.items()}
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)

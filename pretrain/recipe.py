@@ -1,0 +1,110 @@
+"""What a pretraining method supplies; :mod:`pretrain.loop` does everything else.
+
+A recipe names the stream fields it reads, checks that a dataset can feed it, builds its modules,
+turns one on-device batch into losses, and exports a feature extractor. The loop owns devices,
+mixed precision, the optimiser and schedule, gradient clipping, checkpoints and exact resume,
+validation, logging and DDP, so the contrastive, registration and DINO recipes share all of it.
+
+Modules are saved with their constructor arguments: every module a recipe builds carries an
+``init_args`` dict (JSON-serialisable constructor keyword arguments), and the checkpoint stores
+``{"class": "package.module:Name", "args": init_args, "state_dict": ...}`` per module, so a
+checkpoint reloads without re-specifying the architecture.
+
+Randomness inside a step (e.g. which voxels a loss samples) must come from the ``generator``
+the loop passes: it is seeded from (run seed, step, rank), so a resumed run draws exactly what
+an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from synthgen.store import Dataset
+
+
+class Recipe(ABC):
+    """One pretraining method. Subclasses set :attr:`name`, :attr:`ModelConfig` and
+    :attr:`LossConfig` (dataclasses: the config file's ``model`` and ``recipe`` sections) and
+    implement the abstract methods.
+
+    Args:
+        model: the ``model`` section, an instance of :attr:`ModelConfig`.
+        recipe: the ``recipe`` section, an instance of :attr:`LossConfig`.
+    """
+
+    name: ClassVar[str]
+    ModelConfig: ClassVar[type]
+    LossConfig: ClassVar[type]
+
+    def __init__(self, model: Any, recipe: Any) -> None:
+        self.model_config = model
+        self.loss_config = recipe
+
+    @classmethod
+    def defaults(cls) -> dict[str, dict[str, Any]]:
+        """The paper's settings for the loop's sections (``data``, ``optim``, ``schedule``,
+        ``train``) as nested overrides of the loop's own defaults."""
+        return {}
+
+    @classmethod
+    def presets(cls) -> dict[str, dict[str, dict[str, Any]]]:
+        """Named presets (at least ``tiny``: a few steps at 64^3 on CPU), each nested overrides
+        of every section, applied on top of :meth:`defaults`."""
+        return {}
+
+    @property
+    @abstractmethod
+    def fields(self) -> tuple[str, ...]:
+        """The stream fields a batch needs (e.g. ``("view1", "view2", "labels")``)."""
+
+    @property
+    def augment(self) -> bool:
+        """Whether the loop applies the label-ensemble online augmentation on the device."""
+        return False
+
+    @abstractmethod
+    def check_dataset(self, dataset: Dataset) -> None:
+        """Raise :class:`synthgen.errors.SynthgenError` (one line: the problem and the fix) when
+        ``dataset`` cannot feed this recipe (wrong engine, missing fields)."""
+
+    def check_crop(self, shape: tuple[int, int, int]) -> None:
+        """Raise :class:`synthgen.errors.SynthgenError` when volumes of spatial ``shape`` (the
+        crop, or the whole volume without one) cannot go through the recipe's network (default:
+        any shape can)."""
+
+    @abstractmethod
+    def build(self) -> dict[str, nn.Module]:
+        """The trainable modules, by name; ``"model"`` is the network that is exported. Each
+        has an ``init_args`` dict."""
+
+    def param_groups(self, modules: dict[str, nn.Module]) -> list[dict[str, Any]]:
+        """Optimiser parameter groups (default: every parameter of every module, one group)."""
+        return [{"params": [p for m in modules.values() for p in m.parameters()]}]
+
+    @abstractmethod
+    def training_step(self, modules: dict[str, nn.Module], batch: dict[str, torch.Tensor],
+                      generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Losses of one on-device batch (volumes (B, 1, D, H, W): images float32, labels
+        int64). Returns scalars; ``"loss"`` is the one optimised, the others are logged."""
+
+    def validation_step(self, modules: dict[str, nn.Module], batch: dict[str, torch.Tensor],
+                        generator: torch.Generator) -> dict[str, float]:
+        """Scores of one validation batch (default: the training losses, without gradients;
+        the loop has already put the modules in eval mode)."""
+        with torch.no_grad():
+            return {k: float(v) for k, v in self.training_step(modules, batch, generator).items()}
+
+    @abstractmethod
+    def export_features(self, modules: dict[str, nn.Module], path: str) -> str:
+        """Write a feature checkpoint that ``synthgen-bench register --features ckpt:PATH``
+        loads (see :mod:`registration.features`); returns the path."""
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """A dataclass config section as a plain dict."""
+    return dataclasses.asdict(config)
