@@ -197,42 +197,63 @@ def test_slice_sampler_is_trilinear() -> None:
     buffer = torch.empty(5, 4, 11, 9, dtype=torch.float64)
     for start in range(0, 13, 5):
         stop = min(start + 5, 13)
-        value, slope, inside = sampler.sample(field, start, stop, buffer)
-        assert value.shape == slope.shape == (stop - start, 4, 11, 9)
+        value, derivatives, inside = sampler.sample(field, start, stop, buffer)
+        assert value.shape == (stop - start, 4, 11, 9) and inside.shape == (3, stop - start, 11, 9)
+        assert all(derivative.shape == value.shape for derivative in derivatives)
         values.append(value.transpose(0, 1).clone())
-        slopes.append(slope.transpose(0, 1).clone())
+        slopes.append(torch.stack([derivative.transpose(0, 1) for derivative in derivatives]))
         insides.append(inside)
     torch.testing.assert_close(torch.cat(values, 1), warp(volume, field), rtol=0, atol=1e-9)
-    step = torch.zeros_like(field)
-    step[0] = 1e-6
-    numeric = (warp(volume, field + step) - warp(volume, field - step)) / 2e-6
-    position = identity_grid(shape, dtype=torch.float64)[0] + field[0]
-    inside = (position >= 0) & (position <= shape[0] - 1)
-    assert torch.equal(torch.cat(insides), inside)
-    away = ((position - position.round()).abs() > 1e-3) & inside
-    torch.testing.assert_close(torch.cat(slopes, 1)[:, away], numeric[:, away], rtol=1e-5, atol=1e-5)
+    position = identity_grid(shape, dtype=torch.float64) + field
+    limits = torch.tensor(shape, dtype=torch.float64).view(3, 1, 1, 1) - 1
+    inside = (position > 0) & (position < limits)
+    assert torch.equal(torch.cat(insides, 1), inside)
+    for axis in range(3):
+        assert (position[axis] < 0).any() and (position[axis] > limits[axis]).any()
+        step = torch.zeros_like(field)
+        step[axis] = 1e-6
+        numeric = (warp(volume, field + step) - warp(volume, field - step)) / 2e-6
+        away = ((position[axis] - position[axis].round()).abs() > 1e-3) & inside[axis]
+        torch.testing.assert_close(torch.cat(slopes, 2)[axis][:, away], numeric[:, away],
+                                   rtol=1e-5, atol=1e-5)
 
 
-def test_adam_gradients_against_autograd() -> None:
-    shape = (18, 16, 20)
-    fixed = F.avg_pool3d(torch.rand(1, 5, *shape), 5, 1, 2, count_include_pad=False)[0]
-    moving = F.avg_pool3d(torch.rand(1, 5, *shape), 5, 1, 2, count_include_pad=False)[0]
-    field = smooth_field(shape, seed=2, amplitude=2.0)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_adam_gradients_against_autograd(dtype: torch.dtype) -> None:
+    """The closed-form gradients are autograd's through trilinear sampling with border padding
+    along every axis, with samples outside the volume and on its boundary (derivative 0)."""
+    shape = (12, 10, 14)
+    generator = torch.Generator().manual_seed(0)
+    fixed, moving = F.avg_pool3d(torch.rand(2, 5, *shape, generator=generator), 5, 1, 2,
+                                 count_include_pad=False).to(dtype)
+    field = smooth_field(shape, seed=2, amplitude=3.0).to(dtype)
+    for axis in range(3):
+        field[axis].narrow(axis, 0, 1).zero_()
+        field[axis].narrow(axis, shape[axis] - 1, 1).zero_()
+    position = identity_grid(shape, dtype=dtype) + field
+    for axis in range(3):
+        assert (position[axis] < 0).any() and (position[axis] > shape[axis] - 1).any()
     stage = ca._AdamStage(fixed, moving, None, 1.25, Workers(None, 1))
-    gradient = torch.empty_like(field)
-    stage._data_gradient(field, gradient)
-    stage._add_regulariser_gradient(field, gradient)
+    data = torch.empty_like(field)
+    stage._data_gradient(field, data)
+    total = data.clone()
+    stage._add_regulariser_gradient(field, total)
 
     u = field.double().requires_grad_(True)
-    warped = sample(moving.double()[None], (identity_grid(shape, dtype=torch.float64) + u)[None])[0]
-    loss = 12 * (warped - fixed.double()).square().mean(0).mean()
-    loss = loss + 1.25 * sum((u.narrow(d, 1, u.shape[d] - 1) - u.narrow(d, 0, u.shape[d] - 1))
+    warped = sample(moving.double()[None], (identity_grid(shape, dtype=torch.float64) + u)[None],
+                    padding="border")[0]
+    data_loss = 12 * (warped - fixed.double()).square().mean(0).mean()
+    regulariser = 1.25 * sum((u.narrow(d, 1, u.shape[d] - 1) - u.narrow(d, 0, u.shape[d] - 1))
                              .square().mean() for d in (1, 2, 3))
-    loss.backward()
-    exact = u.grad.float()
-    torch.testing.assert_close(gradient[0], exact[0], rtol=1e-4, atol=1e-7)
-    for axis in (1, 2):
-        assert F.cosine_similarity(gradient[axis].flatten(), exact[axis].flatten(), 0) > 0.9
+    exact_data, = torch.autograd.grad(data_loss, u, retain_graph=True)
+    exact_total, = torch.autograd.grad(data_loss + regulariser, u)
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+    for axis in range(3):
+        for ours, exact in ((data[axis], exact_data[axis]), (total[axis], exact_total[axis])):
+            atol = tolerance * exact.abs().max().item()
+            torch.testing.assert_close(ours.double(), exact, rtol=0, atol=atol, msg=f"axis {axis}")
+        assert torch.equal(data[axis] == 0, exact_data[axis] == 0), f"axis {axis}"
+        assert (exact_data[axis] == 0).any()
 
 
 def test_box_filter_is_avg_pool_and_self_adjoint() -> None:
