@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
+
+from synthgen.engines import get_engine
+from synthgen.runner import generate
 
 
 def free_port() -> int:
@@ -36,3 +40,11 @@ def assert_one_line_error(code: int, err: str, *needles: str, prefix: str = "") 
     assert lines[0].startswith(prefix), lines[0]
     for needle in needles:
         assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+
+
+def make_label_ensemble(out: Path, n: int, *, size: int = 32, seed: int = 0, shard_size: int = 4,
+                        **config) -> Path:
+    """A real label-ensemble dataset of ``n`` samples at ``size``^3, made in-process."""
+    generate(get_engine("label-ensemble", size=size, **config), str(out), n, seed=seed,
+             shard_size=shard_size, backend="local", progress=False)
+    return out

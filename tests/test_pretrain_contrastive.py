@@ -22,6 +22,7 @@ from synthgen.engines import get_engine
 from synthgen.errors import SynthgenError
 from synthgen.runner import generate
 from synthgen.stream import DeviceStage, ShardStream
+from tests.helpers import make_label_ensemble
 
 SIZE = 32
 LOOP_SECTIONS = {"data", "optim", "schedule", "train", "model", "recipe"}
@@ -39,10 +40,8 @@ def seeded(seed: int) -> torch.Generator:
 
 @pytest.fixture(scope="module")
 def label_ensemble(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("contrastive") / "le.zarr"
-    generate(get_engine("label-ensemble", size=SIZE), str(out), 2, seed=4, shard_size=2, backend="local",
-             progress=False)
-    return out
+    return make_label_ensemble(tmp_path_factory.mktemp("contrastive") / "le.zarr", 2, size=SIZE, seed=4,
+                               shard_size=2)
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from synthgen.engines import get_engine
 from synthgen.errors import SynthgenError
 from synthgen.runner import generate
 from synthgen.store import Dataset
-from tests.helpers import assert_one_line_error, free_port, run_main
+from tests.helpers import assert_one_line_error, free_port, make_label_ensemble, run_main
 
 PRETRAIN_ERROR = "synthgen-pretrain: error: "
 
@@ -133,10 +133,7 @@ def registered() -> Any:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """12 label-ensemble samples at 32^3 in shards of 4 (shard 2 is the held-out one)."""
-    out = tmp_path_factory.mktemp("loop") / "le.zarr"
-    generate(get_engine("label-ensemble", size=SIZE), str(out), 12, seed=5, shard_size=4, backend="local",
-             progress=False)
-    return out
+    return make_label_ensemble(tmp_path_factory.mktemp("loop") / "le.zarr", 12, size=SIZE, seed=5, shard_size=4)
 
 
 def tiny_config(dataset: Path, **overrides: Any) -> Any:
