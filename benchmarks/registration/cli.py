@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import json
 import os
 import re
 import sys
@@ -30,7 +29,7 @@ from benchmarks.registration.sources import open_pairs
 from registration.convexadam import ConvexAdamParams
 from registration.features import EXTRACTOR_NAMES, get_extractor
 from registration.warp import warp_labels
-from synthgen.cli import OneLineParser, dispatch, parse_overrides
+from synthgen.cli import OneLineParser, dispatch, parse_overrides, parse_value
 from synthgen.errors import SynthgenError
 
 EXIT_PAIRS_FAILED = 1
@@ -90,8 +89,7 @@ def grid_from(values: Sequence[str]) -> dict[str, tuple[Any, ...]]:
         if not sep or key not in valid or not items:
             raise SynthgenError(f"--grid-values {text!r}: expected KEY=V1,V2 with KEY one of "
                                 f"{', '.join(valid)}")
-        grid[key] = tuple(json.loads(v) if re.fullmatch(r"[-+0-9.eE]+|true|false", v) else v
-                          for v in items.split(","))
+        grid[key] = tuple(parse_value(v) for v in items.split(","))
     return grid
 
 

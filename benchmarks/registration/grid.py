@@ -20,9 +20,10 @@ import numpy as np
 import torch
 
 from benchmarks.registration.report import aggregate
-from benchmarks.registration.run import Extractor, PairResult, run_pairs
+from benchmarks.registration.run import Extractor, PairResult, align, extract, score
 from benchmarks.registration.sources import PairSource
 from registration.convexadam import ConvexAdamParams
+from synthgen.errors import SynthgenError
 
 DEFAULT_GRID: dict[str, tuple[Any, ...]] = {"grid_sp": (4, 6), "lambda_weight": (0.5, 1.25, 2.5)}
 # (summary score, statistic, higher is better)
@@ -71,17 +72,24 @@ def choose(aggregates: Sequence[dict[str, dict[str, float]]]) -> tuple[int, np.n
 def search(sources: Sequence[PairSource], extractor: Extractor, base: ConvexAdamParams,
            device: torch.device, grid: Mapping[str, Sequence[Any]] = DEFAULT_GRID,
            log=print) -> GridOutcome:
-    """Run every setting of ``grid`` (overriding ``base``) on ``sources`` and pick one."""
+    """Run every setting of ``grid`` (overriding ``base``) on ``sources`` and pick one. Each
+    pair is loaded and its features extracted once, then registered with every setting."""
     tried = settings(grid)
-    aggregates: list[dict[str, dict[str, float]]] = []
-    for overrides in tried:
-        params = dataclasses.replace(base, **overrides)
-        results: list[PairResult] = run_pairs(sources, extractor, params, device)
-        aggregates.append(aggregate(results))
-        dice = aggregates[-1].get("dice", {}).get("mean", math.nan)
-        log(f"grid {overrides}: mean Dice {dice:.4f}")
+    results: list[list[PairResult]] = [[] for _ in tried]
+    for source in sources:
+        try:
+            extracted = extract(source.load(), extractor, device)
+        except SynthgenError as err:
+            for per_setting in results:
+                per_setting.append(PairResult(source.name, error=str(err)))
+            continue
+        for per_setting, overrides in zip(results, tried):
+            per_setting.append(score(align(extracted, dataclasses.replace(base, **overrides), device)))
+    aggregates = [aggregate(per_setting) for per_setting in results]
+    for overrides, summary in zip(tried, aggregates):
+        log(f"grid {overrides}: mean Dice {summary.get('dice', {}).get('mean', math.nan):.4f}")
     best, combined = choose(aggregates)
     rows = [{**overrides, **{f"{name}_{stat}": agg.get(name, {}).get(stat, math.nan)
-                             for name, stat, _ in CRITERIA}, "rank_score": float(score)}
-            for overrides, agg, score in zip(tried, aggregates, combined)]
+                             for name, stat, _ in CRITERIA}, "rank_score": float(rank)}
+            for overrides, agg, rank in zip(tried, aggregates, combined)]
     return GridOutcome(rows, tried[best])

@@ -52,9 +52,19 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def register(bench: BenchPair, extractor: Extractor, params: ConvexAdamParams,
-             device: torch.device) -> Registered:
-    """Features of both images on ``device``, then ConvexAdam; the field comes back on the CPU."""
+@dataclasses.dataclass
+class Extracted:
+    """A pair's features on the device, (C, D, H, W) float32 each, and the seconds they took."""
+
+    bench: BenchPair
+    fixed_features: torch.Tensor
+    moving_features: torch.Tensor
+    seconds: float
+
+
+def extract(bench: BenchPair, extractor: Extractor, device: torch.device) -> Extracted:
+    """Features of both images on ``device`` (independent of ConvexAdam's settings, so a grid
+    search computes them once per pair)."""
     pair = bench.pair
     fixed, moving = pair.fixed.to(device), pair.moving.to(device)
     masks = {name: None if mask is None else mask.to(device) for name, mask in
@@ -63,11 +73,24 @@ def register(bench: BenchPair, extractor: Extractor, params: ConvexAdamParams,
     start = time.perf_counter()
     fixed_features, moving_features = extractor(fixed, moving, **masks)
     _synchronize(device)
-    extracted = time.perf_counter()
-    displacement = convex_adam(fixed_features, moving_features, params)
+    return Extracted(bench, fixed_features, moving_features, time.perf_counter() - start)
+
+
+def align(extracted: Extracted, params: ConvexAdamParams, device: torch.device) -> Registered:
+    """ConvexAdam on extracted features; the field comes back on the CPU. ``seconds`` counts
+    the extraction too."""
     _synchronize(device)
-    done = time.perf_counter()
-    return Registered(bench, displacement.float().cpu(), extracted - start, done - start)
+    start = time.perf_counter()
+    displacement = convex_adam(extracted.fixed_features, extracted.moving_features, params)
+    _synchronize(device)
+    seconds = extracted.seconds + time.perf_counter() - start
+    return Registered(extracted.bench, displacement.float().cpu(), extracted.seconds, seconds)
+
+
+def register(bench: BenchPair, extractor: Extractor, params: ConvexAdamParams,
+             device: torch.device) -> Registered:
+    """Features of both images on ``device``, then ConvexAdam; the field comes back on the CPU."""
+    return align(extract(bench, extractor, device), params, device)
 
 
 def _nanmean(values: Iterable[float]) -> float:
