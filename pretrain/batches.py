@@ -10,6 +10,7 @@ those committed at the start of the run.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import signal
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -155,7 +156,4 @@ def worker_message(text: str) -> str:
 def validation_batches(stream: ShardStream, count: int) -> Iterator[dict[str, torch.Tensor]]:
     """The first ``count`` batches of the held-out stream (the same ones every time)."""
     loader = DataLoader(stream, batch_size=None, num_workers=0, generator=torch.Generator())
-    for i, batch in enumerate(loader):
-        if i >= count:
-            return
-        yield batch
+    return itertools.islice(loader, count)

@@ -15,7 +15,6 @@ steps, a hard-linked copy ``step-NNNNNNNN.pt``.
 
 from __future__ import annotations
 
-import importlib
 import os
 import pickle
 import random
@@ -54,18 +53,12 @@ def module_entry(name: str, module: nn.Module) -> dict[str, Any]:
     return {"class": class_path(module), "args": dict(args), "state_dict": state}
 
 
-def build_module(entry: dict[str, Any]) -> nn.Module:
-    """Rebuild a module from a :func:`module_entry`: import the class, construct it from its
-    arguments and load the weights (strict)."""
-    module_name, _, qualname = entry["class"].partition(":")
-    try:
-        target: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError):
-        raise SynthgenError(f"cannot import module class {entry['class']}; install the package that "
-                            f"defines it") from None
-    module = target(**entry["args"])
+def build_module(entry: dict[str, Any], where: Path) -> nn.Module:
+    """Rebuild a module from a :func:`module_entry` of checkpoint ``where``: import the class
+    (as feature checkpoints do), construct it from its arguments and load the weights (strict)."""
+    from registration.features.checkpoint import import_class  # heavy; off the CLI's start-up path
+
+    module = import_class(entry["class"], where)(**entry["args"])
     module.load_state_dict(entry["state_dict"])
     return module
 
@@ -159,9 +152,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 def load_module(path: str | os.PathLike, name: str = "model") -> nn.Module:
     """Rebuild module ``name`` of a checkpoint (file or run directory) with its saved class,
     constructor arguments and weights, on the CPU, in eval mode."""
-    checkpoint = load_checkpoint(path)
-    modules = checkpoint["modules"]
+    path = resolve_checkpoint(path)
+    modules = load_checkpoint(path)["modules"]
     if name not in modules:
-        raise SynthgenError(f"checkpoint {resolve_checkpoint(path)} has no module {name!r}; it has "
-                            f"{', '.join(modules)}")
-    return build_module(modules[name]).eval()
+        raise SynthgenError(f"checkpoint {path} has no module {name!r}; it has {', '.join(modules)}")
+    return build_module(modules[name], path).eval()

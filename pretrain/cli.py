@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pretrain.checkpoint import build_module, load_checkpoint
+from pretrain.checkpoint import build_module, load_checkpoint, resolve_checkpoint
 from pretrain.config import SECTIONS, RunConfig, build_config, from_dict
 from pretrain.loop import TrainingInterrupted, train
 from pretrain.registry import get_recipe, recipe_names
@@ -91,11 +91,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    checkpoint = load_checkpoint(args.run)
+    path = resolve_checkpoint(args.run)
+    checkpoint = load_checkpoint(path)
     recipe_cls = get_recipe(checkpoint["recipe"])
     config = from_dict(recipe_cls, checkpoint["config"])
     recipe = recipe_cls(model=config.model, recipe=config.recipe)
-    modules = {name: build_module(entry).eval() for name, entry in checkpoint["modules"].items()}
+    modules = {name: build_module(entry, path).eval() for name, entry in checkpoint["modules"].items()}
     print(recipe.export_features(modules, args.out))
     return 0
 

@@ -218,6 +218,7 @@ class _Run:
             apply_schedule(self.optimizer, self.scheduler)
             self.scaler.load_state_dict(saved["scaler"])
             self.step = int(saved["step"])
+        self.params = [p for group in self.optimizer.param_groups for p in group["params"]]  # for grad_clip
         self.wrapped = wrap_modules(self.modules, self.ctx, train.find_unused_parameters)
         _seed_everything(seed_from(train.seed, self.ctx.rank))
 
@@ -261,9 +262,12 @@ class _Run:
         saved_at = validated_at = self.step  # a resumed step was validated (if due) and saved
         for module in self.modules.values():
             module.train()
+        seeded_epoch = None
         while self.step < stop:
             batch = next(self.batches)
-            self.stage.seed = self._augment_seed(self.batches.epoch)
+            if self.batches.epoch != seeded_epoch:
+                seeded_epoch = self.batches.epoch
+                self.stage.set_epoch(seeded_epoch)
             losses = self._train_step(self.stage(batch, self.device))
             self.step += 1
             window.add(losses, int(batch["index"].shape[0]))
@@ -285,12 +289,6 @@ class _Run:
         if saved_at != self.step:
             self._save(False)
 
-    def _augment_seed(self, epoch: int) -> int:
-        """The online augmentation's seed for an epoch: the stream seed in epoch 0, one derived
-        from (seed, epoch) after it, so that a sample is augmented differently in each epoch."""
-        seed = self.config.data.seed
-        return seed if epoch == 0 else seed_from(seed, epoch)
-
     def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         generator = generator_from(self.config.train.seed, self.step, self.ctx.rank)
         self.optimizer.zero_grad(set_to_none=True)
@@ -302,8 +300,7 @@ class _Run:
         reported = {name: value.detach().float() for name, value in losses.items()}
         if self.config.train.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
-            params = [p for group in self.optimizer.param_groups for p in group["params"]]
-            reported["grad_norm"] = nn.utils.clip_grad_norm_(params, self.config.train.grad_clip).detach().float()
+            reported["grad_norm"] = nn.utils.clip_grad_norm_(self.params, self.config.train.grad_clip).detach().float()
         self.step_lr = self.optimizer.param_groups[0]["lr"]
         self.scaler.step(self.optimizer)
         self.scaler.update()

@@ -118,7 +118,7 @@ def _load_torchscript(path: Path) -> tuple[nn.Module, dict[str, object]]:
     return module, check_feature_defaults(defaults, str(path))
 
 
-def _import_class(class_path: str, where: Path) -> type:
+def import_class(class_path: str, where: Path) -> type:
     module_name, _, qualname = class_path.partition(":")
     try:
         target: object = importlib.import_module(module_name)
@@ -179,7 +179,7 @@ def load_feature_module(path: str | os.PathLike) -> tuple[nn.Module, dict[str, o
         module, defaults = _load_torchscript(path)
         return module.eval(), defaults
     payload = _load_payload(path)
-    cls = _import_class(str(payload["module"]), path)
+    cls = import_class(str(payload["module"]), path)
     try:
         module = cls(**payload["args"])
     except Exception as exc:  # any constructor error means args and class disagree

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from synthgen.ops.augment.online import OnlineAugment
-from synthgen.seeding import generator_from
+from synthgen.seeding import generator_from, seed_from
 from synthgen.store.reader import open_dataset
 from synthgen.stream.crop import apply_crop
 
@@ -43,7 +43,7 @@ class DeviceStage:
         self.volume_fields = {**dataset.info.schema, **self.derived}
         self.crop = crop
         self.augment = OnlineAugment(augment_config) if augment else None
-        self.seed = int(seed)
+        self.base_seed = self.seed = int(seed)
 
     def __call__(self, batch: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
         batch = {name: value.to(device, non_blocking=True) for name, value in batch.items()}
@@ -67,6 +67,11 @@ class DeviceStage:
         if self.augment is not None:
             batch = self.augment(batch, self.batch_generator(indices))
         return batch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Augment epoch ``epoch``'s batches: with ``seed`` in epoch 0 and a seed derived from
+        (seed, epoch) after it, so that a sample is augmented differently in each epoch."""
+        self.seed = self.base_seed if epoch == 0 else seed_from(self.base_seed, epoch)
 
     def batch_generator(self, indices: list[int]) -> torch.Generator:
         """The augmentation's CPU generator for a batch: from (seed, its sample indices)."""
