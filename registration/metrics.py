@@ -86,10 +86,16 @@ def _present(labels: Array, ids: np.ndarray) -> np.ndarray:
     return _counts(_label_index(_numpy(labels), ids), len(ids)) > 0
 
 
-def mean_dice(scores: dict[int, float]) -> float:
-    """Mean of the per-label scores ignoring NaN (Learn2Reg's nanmean); NaN if all are NaN."""
+def label_mean(scores: dict[int, float]) -> float:
+    """Mean of per-label scores (Dice, HD95) ignoring NaN (Learn2Reg's nanmean); NaN if all are
+    NaN."""
     values = np.array(list(scores.values()), dtype=np.float64)
     return float(values[~np.isnan(values)].mean()) if np.any(~np.isnan(values)) else float("nan")
+
+
+def mean_dice(scores: dict[int, float]) -> float:
+    """:func:`label_mean` of per-label Dice scores."""
+    return label_mean(scores)
 
 
 def _surface_voxels(labels: np.ndarray) -> np.ndarray:

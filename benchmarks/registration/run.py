@@ -11,7 +11,6 @@ extraction alone in ``feature_seconds``; data loading and scoring are not timed.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable, Iterable
 
@@ -93,11 +92,6 @@ def register(bench: BenchPair, extractor: Extractor, params: ConvexAdamParams,
     return align(extract(bench, extractor, device), params, device)
 
 
-def _nanmean(values: Iterable[float]) -> float:
-    values = [v for v in values if not math.isnan(v)]
-    return float(np.mean(values)) if values else math.nan
-
-
 def score(registered: Registered) -> PairResult:
     """Every score that the pair's data allows (labels, landmarks, a true displacement)."""
     bench, disp = registered.bench, registered.displacement
@@ -111,10 +105,10 @@ def score(registered: Registered) -> PairResult:
         warped = warp_labels(pair.moving_labels, disp)
         label_dice = metrics.dice(pair.fixed_labels, warped, pair.label_ids)
         initial = metrics.dice(pair.fixed_labels, pair.moving_labels, pair.label_ids)
-        scores["dice"] = _nanmean(label_dice.values())
-        scores["dice_initial"] = _nanmean(initial.values())
-        scores["hd95"] = _nanmean(metrics.hd95(pair.fixed_labels, warped, pair.label_ids,
-                                               pair.spacing).values())
+        scores["dice"] = metrics.label_mean(label_dice)
+        scores["dice_initial"] = metrics.label_mean(initial)
+        scores["hd95"] = metrics.label_mean(metrics.hd95(pair.fixed_labels, warped, pair.label_ids,
+                                                          pair.spacing))
     if pair.fixed_landmarks is not None and pair.moving_landmarks is not None:
         zero = torch.zeros_like(disp)
         scores["tre"] = float(np.mean(metrics.tre(pair.fixed_landmarks, pair.moving_landmarks,
