@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from synthgen.config_values import parse_value
 from synthgen.errors import SynthgenError
 
 if TYPE_CHECKING:
@@ -36,14 +37,6 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
     return overrides
 
 
-def parse_value(text: str) -> Any:
-    """``text`` as JSON where it parses as JSON (numbers, true/false, lists), else the string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="synthgen", description=(
         "Manufacture labelled synthetic 3D volumes as Zarr v3 shards, inspect and verify them."))
@@ -61,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ray (default: local Ray runtime, or the cluster at --ray-address) or local (in-process)")
     gen.add_argument("--workers", type=int, default=None, help="parallel shard tasks (default: all CPUs)")
     gen.add_argument("--ray-address", default=None, help="existing Ray cluster, HOST:PORT or 'auto'")
+    gen.add_argument("--gpus-per-task", type=float, default=None, metavar="G",
+                     help="each shard task asks Ray for G GPUs (0.25: four tasks share a GPU) and "
+                          "generates on its GPU (default: CPU tasks)")
     gen.add_argument("--templates", default=None, metavar="BANK",
                      help="label-ensemble template bank (default: the built-in procedural bank)")
     gen.add_argument("--store", choices=("views", "labels"), default=None,
@@ -137,7 +133,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     engine = get_engine(args.engine, **config)
     report = generate(engine, args.out, args.n, seed=args.seed, shard_size=args.shard_size,
                       backend=args.backend, workers=args.workers, ray_address=args.ray_address,
-                      overwrite=args.overwrite, progress=not args.quiet)
+                      overwrite=args.overwrite, progress=not args.quiet, gpus_per_task=args.gpus_per_task)
     rate = report.samples_written / report.seconds if report.seconds > 0 else 0.0
     print(f"{report.path}: {report.written_shards} shard(s) written, {report.skipped_shards} already "
           f"committed, {report.total_shards} total; {report.samples_written} samples in "
@@ -146,9 +142,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from synthgen.store import open_dataset
+    from synthgen.store.reader import open_stored_dataset
 
-    dataset = open_dataset(args.path)
+    dataset = open_stored_dataset(args.path, "store to describe")
     info = dataset.info
     if args.json:
         print(json.dumps(info.to_json(), indent=2))
@@ -228,9 +224,9 @@ def storage_modes(dataset: "Dataset", per_sample: dict[str, float]) -> list[str]
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from synthgen.store import open_dataset
+    from synthgen.store.reader import open_stored_dataset
 
-    report = open_dataset(args.path).verify()
+    report = open_stored_dataset(args.path, "bytes to verify").verify()
     for problem in report.problems:
         print(f"BAD {problem}", file=sys.stderr)
     if report.problems:
@@ -257,9 +253,9 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from synthgen.export import export_sample
-    from synthgen.store import open_dataset
+    from synthgen.store.reader import open_stored_dataset
 
-    for path in export_sample(open_dataset(args.path), args.sample, args.out):
+    for path in export_sample(open_stored_dataset(args.path, "stored sample to export"), args.sample, args.out):
         print(path)
     return 0
 

@@ -262,6 +262,15 @@ def test_labels_only_dataset_renders_views_and_crops_on_the_device(tmp_path: Pat
     assert len(recipe.seen) == 2 and all(len(indices) == 2 for indices in recipe.seen)
 
 
+def test_training_on_a_generate_spec_is_bitwise_the_stored_datasets_run(run_a: Path, tmp_path: Path) -> None:
+    """Online generation (nothing stored, samples made by DeviceStage on the training device)
+    trains exactly as the dataset ``synthgen generate`` would have written."""
+    spec = f"generate:label-ensemble?n=12&size={SIZE}&seed=5&shard_size=4"
+    summary = train(TinyRecipe.name, tiny_config(spec), tmp_path / "online")
+    assert summary["finished"] and summary["step"] == STEPS
+    assert_bitwise_equal(states(run_a), states(tmp_path / "online"))
+
+
 # -- one-line errors --------------------------------------------------------------------------------
 
 

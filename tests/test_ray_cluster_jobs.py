@@ -9,6 +9,7 @@ process on the machine).
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -271,5 +272,44 @@ def test_killed_worker_node_is_retried_and_data_is_identical(ray_cluster: Cluste
     assert "all 12 shards OK" in verified.stdout, verified.stdout
     reference = tmp_path / "reference.zarr"
     generate(get_engine("random-shapes", size=32), str(reference), 24, seed=7, shard_size=2,
+             backend="local", progress=False)
+    assert shard_bytes(out) == shard_bytes(reference)
+
+
+def test_killed_driver_is_rerun_to_the_same_dataset(ray_cluster: Cluster, tmp_path: Path) -> None:
+    """The driver of a cluster run dies (kill -9) part-way; the cluster ends its job's tasks, and
+    the same command run again finishes the missing shards: nothing lost or duplicated."""
+    args = ["generate", "--engine", "random-shapes", "--size", "32", "--n", "24", "--shard-size", "2",
+            "--seed", "11", "--quiet"]
+    out = tmp_path / "driver_killed.zarr"
+    command = CLI + args + ["--out", str(out), "--ray-address", ray_cluster.address]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ray_cluster.driver_env())
+    done_at_kill = -1
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            if commits(out) >= 2:
+                proc.kill()
+                done_at_kill = commits(out)
+                break
+            time.sleep(0.05)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert 2 <= done_at_kill < 12, f"the driver should have been killed part-way, at {done_at_kill} commits"
+    rerun = subprocess.run(command, capture_output=True, text=True, env=ray_cluster.driver_env(), timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    counts = re.search(r"(\d+) shard\(s\) written, (\d+) already committed", rerun.stdout)
+    assert counts, rerun.stdout
+    written, skipped = int(counts[1]), int(counts[2])
+    assert skipped >= done_at_kill and written + skipped == 12, rerun.stdout
+    print(f"driver killed at {done_at_kill}/12 commits; the rerun wrote {written}, skipped {skipped}")
+    verified = subprocess.run(CLI + ["verify", str(out)], capture_output=True, text=True, timeout=120)
+    assert verified.returncode == 0 and "all 12 shards OK" in verified.stdout, verified.stdout + verified.stderr
+    reference = tmp_path / "reference.zarr"
+    generate(get_engine("random-shapes", size=32), str(reference), 24, seed=11, shard_size=2,
              backend="local", progress=False)
     assert shard_bytes(out) == shard_bytes(reference)

@@ -29,7 +29,8 @@ from benchmarks.registration.sources import open_pairs
 from registration.convexadam import ConvexAdamParams
 from registration.features import EXTRACTOR_NAMES, get_extractor
 from registration.warp import warp_labels
-from synthgen.cli import OneLineParser, dispatch, parse_overrides, parse_value
+from synthgen.cli import OneLineParser, dispatch, parse_overrides
+from synthgen.config_values import parse_value
 from synthgen.errors import SynthgenError
 
 EXIT_PAIRS_FAILED = 1

@@ -2,12 +2,15 @@
 
 Ray is the distributed engine: one task per shard, the task writes its shard to storage and
 returns only metadata, ``ray.wait`` bounds the tasks in flight, and Ray retries tasks whose
-worker or node died. synthgen adds no scheduling of its own.
+worker or node died. synthgen adds no scheduling of its own. With ``gpus_per_task`` each task
+asks Ray for that share of a GPU and runs the engine's kernels on it (Ray sets the task's
+``CUDA_VISIBLE_DEVICES``, so its GPU is ``cuda``).
 """
 
 from __future__ import annotations
 
 import socket
+import sys
 from collections.abc import Iterator
 
 from synthgen.errors import SynthgenError
@@ -41,35 +44,80 @@ def check_ray_address(address: str, timeout: float = 3.0) -> None:
             f"with `ray start --head` or leave out --ray-address to run locally") from None
 
 
-def run_ray(path: str, shards: list[int], workers: int | None = None,
-            address: str | None = None) -> Iterator[ShardResult]:
-    """Run one Ray task per shard on a local Ray runtime (``address`` None, ``workers`` CPUs)
-    or on the cluster at ``address`` (checked by the caller with :func:`check_ray_address`
-    before anything is written); at most ``2 * workers`` tasks are in flight."""
+def check_local_gpus(gpus_per_task: float) -> None:
+    """Fail fast when a local Ray runtime could not schedule a task asking for ``gpus_per_task``."""
+    import torch
+
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if available < gpus_per_task:
+        raise SynthgenError(
+            f"--gpus-per-task {gpus_per_task:g} needs {gpus_per_task:g} GPU(s) per task and this machine has "
+            f"{available} that torch can use; lower or drop --gpus-per-task, or give --ray-address of a "
+            f"cluster with GPU nodes")
+
+
+def ray_connected() -> bool:
+    """Whether this process is already connected to a Ray runtime (then generate uses it)."""
     import ray
 
-    started_here = not ray.is_initialized()
-    if started_here:
-        if address:
-            try:
-                ray.init(address=address, logging_level="WARNING")
-            except (ConnectionError, RuntimeError, ValueError) as err:
-                raise SynthgenError(
-                    f"cannot connect to the Ray cluster at {address} ({str(err).splitlines()[0]}); "
-                    f"check the address printed by `ray start --head`") from None
-        else:
-            ray.init(num_cpus=workers, include_dashboard=False, _node_ip_address="127.0.0.1",
-                     logging_level="WARNING")
-    try:
-        capacity = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        remote = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(make_shard)
-        pending = list(shards)
-        in_flight: list = []
-        while pending or in_flight:
-            while pending and len(in_flight) < 2 * capacity:
-                in_flight.append(remote.remote(path, pending.pop(0)))
-            done, in_flight = ray.wait(in_flight, num_returns=1)
+    return ray.is_initialized()
+
+
+def connect_ray(workers: int | None = None, address: str | None = None) -> bool:
+    """Join the cluster at ``address`` (checked by the caller with :func:`check_ray_address`), or
+    start a local Ray runtime on 127.0.0.1 with ``workers`` CPUs; returns whether this call
+    started the connection (and so must :func:`disconnect_ray` it)."""
+    import ray
+
+    if ray_connected():
+        return False
+    if address:
+        try:
+            ray.init(address=address, logging_level="WARNING")
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise SynthgenError(
+                f"cannot connect to the Ray cluster at {address} ({str(err).splitlines()[0]}); "
+                f"check the address printed by `ray start --head`") from None
+    else:
+        ray.init(num_cpus=workers, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 logging_level="WARNING")
+    return True
+
+
+def disconnect_ray() -> None:
+    import ray
+
+    ray.shutdown()
+
+
+def run_ray(path: str, shards: list[int], workers: int | None = None,
+            gpus_per_task: float | None = None) -> Iterator[ShardResult]:
+    """Run one Ray task per shard on the connected Ray runtime (see :func:`connect_ray`), each
+    with one CPU and ``gpus_per_task`` GPUs if given. At most ``2 * workers`` tasks are in
+    flight; ``workers`` defaults to what the cluster can run at once (its CPUs, or its GPUs
+    divided by ``gpus_per_task``). A task's SynthgenError reaches the caller as one line."""
+    import ray
+
+    resources = ray.cluster_resources()
+    if gpus_per_task:
+        if resources.get("GPU", 0) < gpus_per_task:
+            print(f"synthgen: the Ray cluster offers {resources.get('GPU', 0):g} GPU(s) now; the shard tasks "
+                  f"(--gpus-per-task {gpus_per_task:g}) wait until GPU nodes join (e.g. from the autoscaler)",
+                  file=sys.stderr)
+        capacity = workers or max(1, int(resources.get("GPU", 0) / gpus_per_task))
+    else:
+        capacity = workers or max(1, int(resources.get("CPU", 1)))
+    remote = ray.remote(num_cpus=1, num_gpus=gpus_per_task or 0, max_retries=TASK_RETRIES)(make_shard)
+    device = "cuda" if gpus_per_task else None
+    pending = list(shards)
+    in_flight: list = []
+    while pending or in_flight:
+        while pending and len(in_flight) < 2 * capacity:
+            in_flight.append(remote.remote(path, pending.pop(0), device))
+        done, in_flight = ray.wait(in_flight, num_returns=1)
+        try:
             yield ray.get(done[0])
-    finally:
-        if started_here:
-            ray.shutdown()
+        except ray.exceptions.RayTaskError as err:
+            if isinstance(err.cause, SynthgenError):
+                raise SynthgenError(str(err.cause)) from None
+            raise

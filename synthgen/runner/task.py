@@ -7,12 +7,14 @@ same bytes come out wherever and however often it runs.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 
 import numpy as np
 import torch
 
 from synthgen.engines import get_engine
+from synthgen.errors import SynthgenError
 from synthgen.store.commits import CommitRecord
 from synthgen.store.objects import ObjectStore
 from synthgen.store.writer import read_info, write_shard
@@ -27,8 +29,14 @@ class ShardResult:
 
 
 def make_shard(path: str, shard: int, device: str | None = None) -> ShardResult:
-    """Generate, write and commit shard ``shard`` of the dataset at ``path``."""
+    """Generate, write and commit shard ``shard`` of the dataset at ``path``, running the
+    engine's kernels on ``device`` (CPU when None)."""
     started = time.perf_counter()
+    if device is not None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise SynthgenError(
+            f"the task for shard {shard} was given GPU(s) (CUDA_VISIBLE_DEVICES="
+            f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')}) but torch {torch.__version__} there cannot use "
+            f"CUDA; install a CUDA build of torch on the GPU nodes, or drop --gpus-per-task")
     info = read_info(ObjectStore(path))
     if info is None:
         raise RuntimeError(f"{path} is not a synthgen dataset (was it deleted while generating?)")

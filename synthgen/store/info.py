@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from synthgen.engines.base import FieldSpec
+from synthgen.errors import SynthgenError
 from synthgen.store.layout import FORMAT_VERSION
 
 
@@ -35,6 +36,13 @@ class DatasetInfo:
         """Sample indices [start, stop) of ``shard``."""
         start = shard * self.shard_size
         return start, min(start + self.shard_size, self.num_samples)
+
+    def shard_of(self, index: int) -> int:
+        """The shard holding sample ``index``; SynthgenError naming the valid range if none does."""
+        if not 0 <= index < self.num_samples:
+            raise SynthgenError(
+                f"sample index {index} is out of range; this dataset has samples 0..{self.num_samples - 1}")
+        return index // self.shard_size
 
     def sample_nbytes(self) -> int:
         """Uncompressed bytes of one sample over all fields."""

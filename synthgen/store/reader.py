@@ -14,6 +14,7 @@ from synthgen.engines import Engine, FieldSpec, engine_names, get_engine
 
 from synthgen.errors import SynthgenError
 from synthgen.store.commits import committed_shards
+from synthgen.store.generated import GeneratedDataset, is_generated_spec
 from synthgen.store.info import DatasetInfo
 from synthgen.store.layout import shard_object_key
 from synthgen.store.objects import ObjectStore
@@ -85,6 +86,14 @@ class Dataset:
         """Stored fields plus the fields the engine derives from them."""
         return {**self.info.schema, **self.derived_schema}
 
+    def derive(self, stored: dict[str, torch.Tensor], index: int, device: torch.device | str | None = None
+               ) -> dict[str, torch.Tensor]:
+        """The derived fields of sample ``index`` from its stored fields ``stored`` (tensors),
+        rendered on ``device``; empty when the engine derives nothing."""
+        if not self.derived_schema:
+            return {}
+        return self.engine.derive(stored, self.info.seed, index, device=device)
+
     def sample_with_derived(self, index: int, device: torch.device | str | None = None
                             ) -> dict[str, np.ndarray]:
         """Sample ``index`` with its stored fields and the engine's derived fields (rendered on
@@ -92,8 +101,7 @@ class Dataset:
         sample = self[index]
         if not self.derived_schema:
             return sample
-        stored = {name: torch.from_numpy(array) for name, array in sample.items()}
-        derived = self.engine.derive(stored, self.info.seed, index, device=device)
+        derived = self.derive({name: torch.from_numpy(array) for name, array in sample.items()}, index, device)
         return {**sample, **{name: tensor.cpu().numpy() for name, tensor in derived.items()}}
 
     def verify(self) -> VerifyReport:
@@ -102,10 +110,7 @@ class Dataset:
         return verify_shards(self.objects, self.info, self.committed)
 
     def shard_of(self, index: int) -> int:
-        if not 0 <= index < self.info.num_samples:
-            raise SynthgenError(
-                f"sample index {index} is out of range; this dataset has samples 0..{self.info.num_samples - 1}")
-        return index // self.info.shard_size
+        return self.info.shard_of(index)
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         shard = self._readable_shard(self.shard_of(int(index)), self.fields)
@@ -194,6 +199,15 @@ class Dataset:
                 f"{self.path}` and regenerate the damaged shards") from err
 
 
-def open_dataset(path: str) -> Dataset:
-    """Open a synthgen dataset (local path or fsspec URL) for reading."""
+def open_dataset(path: str) -> Dataset | GeneratedDataset:
+    """Open a synthgen dataset for reading: a store (local path or fsspec URL), or a
+    ``generate:ENGINE?n=N...`` spec generated on demand (see ``synthgen.store.generated``)."""
+    return GeneratedDataset(path) if is_generated_spec(path) else Dataset(path)
+
+
+def open_stored_dataset(path: str, purpose: str) -> Dataset:
+    """Open a stored dataset; a ``generate:`` spec is refused with one line naming ``purpose``."""
+    if is_generated_spec(path):
+        raise SynthgenError(f"{path} is generated on the fly and stores nothing, so it has no {purpose}; "
+                            f"write it with `synthgen generate` first")
     return Dataset(path)

@@ -28,6 +28,8 @@ STATE_VERSION = 1
 
 class ShardStream(IterableDataset):
     """Stream the samples of a synthgen dataset (path or fsspec URL) into training, as batches.
+    For a ``generate:`` spec (nothing stored) batches hold only ``"index"`` (and
+    ``"crop_start"``), and :class:`DeviceStage` generates the samples on the training device.
 
     The stream yields whole batches, each sample read straight into its row (no collate copy),
     in shared memory inside DataLoader workers: use ``DataLoader(stream, batch_size=None,
@@ -67,10 +69,14 @@ class ShardStream(IterableDataset):
         dataset = open_dataset(self.path)
         info = dataset.info
         self.fields = list(info.schema) if fields is None else list(fields)
+        derived = [f for f in self.fields if f in dataset.derived_schema]
+        if derived:
+            raise SynthgenError(f"field(s) {', '.join(derived)} of {self.path} are not stored but rendered on "
+                                f"the training device by DeviceStage; leave them out of fields")
         unknown = [f for f in self.fields if f not in info.schema]
         if unknown:
             raise SynthgenError(f"unknown field(s) {', '.join(unknown)}; {self.path} stores "
-                                f"{', '.join(info.schema)}")
+                                f"{', '.join(info.schema) or 'nothing'}")
         if on_error not in ON_ERROR:
             raise SynthgenError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
         if batch_size < 1 or block_shards < 1:

@@ -2,7 +2,8 @@
 
 1. Fields the dataset does not store are rendered from the ones it does (the views of a
    ``--store labels`` dataset, per sample from its label map, seed and index), so a consumer
-   receives the same batch whatever the storage mode.
+   receives the same batch whatever the storage mode. For a ``generate:`` spec nothing is
+   stored and every field is generated here, on the training device (online generation).
 2. Crops deferred by the stream (views must be rendered from whole label maps) are applied.
 3. Optionally, the label-ensemble online augmentation (shared flips and affine, per-view blur,
    noise, bias field, gamma, motion), with parameters drawn from a generator seeded by the
@@ -27,7 +28,8 @@ class DeviceStage:
     """``stage(batch, device) -> batch``; see the module docstring.
 
     Args:
-        path: the dataset the stream reads (for its engine, seed and schema).
+        path: the dataset the stream reads (for its engine, seed and schema): a store or a
+            ``generate:`` spec.
         crop: the stream's crop (only used when the stream deferred it).
         augment: apply the online augmentation (needs ``labels``, ``view1`` and ``view2``).
         augment_config: overrides of the online augmentation's probabilities and ranges.
@@ -36,9 +38,7 @@ class DeviceStage:
 
     def __init__(self, path: str, crop: tuple[int, int, int] | None = None, augment: bool = False,
                  augment_config: dict[str, Any] | None = None, seed: int = 0) -> None:
-        dataset = open_dataset(path)
-        self.engine = dataset.engine
-        self.dataset_seed = dataset.info.seed
+        self.dataset = dataset = open_dataset(path)
         self.derived = dict(dataset.derived_schema)
         self.volume_fields = {**dataset.info.schema, **self.derived}
         self.crop = crop
@@ -49,8 +49,8 @@ class DeviceStage:
         batch = {name: value.to(device, non_blocking=True) for name, value in batch.items()}
         indices = batch["index"].tolist()
         if self.derived:
-            rendered = [self.engine.derive({name: batch[name][i] for name in batch if name in self.volume_fields},
-                                           self.dataset_seed, index, device=device)
+            rendered = [self.dataset.derive({name: batch[name][i] for name in batch if name in self.volume_fields},
+                                            index, device=device)
                         for i, index in enumerate(indices)]
             for name in self.derived:
                 batch[name] = torch.stack([r[name] for r in rendered])
