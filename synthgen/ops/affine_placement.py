@@ -253,6 +253,16 @@ def _fixed_point_parts(template_shape: Sequence[int], params: PlacementParams,
     return planes, rows, bits
 
 
+def _to_device_in_one_copy(parts: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """CPU tensors ``parts`` on ``device``, moved with one host-to-device copy: each copy from
+    pageable memory waits for the GPU, and a label map paints a few hundred boxes."""
+    if torch.device(device).type == "cpu":
+        return parts
+    flat = torch.cat([part.reshape(-1) for part in parts]).to(device)
+    chunks = flat.split([part.numel() for part in parts])
+    return [chunk.view(part.shape) for chunk, part in zip(chunks, parts)]
+
+
 class Workspace:
     """Reusable scratch memory for :func:`paint_template` (fresh multi-MB allocations per
     template cost more in page faults than the arithmetic done in them)."""
@@ -300,13 +310,15 @@ def _paint_box(labels: torch.Tensor, table: torch.Tensor, template_shape: Sequen
     size = labels.shape[0]
     device = labels.device
     planes, rows, bits = _fixed_point_parts(template_shape, params, box, size, m)
+    parts = _to_device_in_one_copy([*planes, *rows], device)
+    planes, rows = parts[:3], parts[3:]
     shape = tuple(s.stop - s.start for s in box)
     coord = workspace.get("coord", shape, torch.int32, device)
     index = workspace.get("index", shape, torch.int32, device)
     padded = [int(v) + 2 for v in template_shape]
     for i in range(3):
         out = index if i == 0 else coord
-        torch.add(planes[i].to(device), rows[i].to(device), out=out)
+        torch.add(planes[i], rows[i], out=out)
         out.bitwise_right_shift_(bits).clamp_(0, padded[i] - 1)
         if i > 0:  # flat index by Horner: ((x0 * n1) + x1) * n2 + x2
             torch.add(coord, index, alpha=padded[i], out=index)
