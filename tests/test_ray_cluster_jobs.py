@@ -224,6 +224,21 @@ def test_ray_job_submit_is_byte_identical(ray_cluster: Cluster, small_dataset_ma
     assert shard_bytes(out) == shard_bytes(small_dataset_master)
 
 
+def test_ray_submit_script_joins_the_cluster(ray_cluster: Cluster, small_dataset_master: Path,
+                                            tmp_path: Path) -> None:
+    """docker/generate_on_cluster.py, what ``ray submit docker/cluster.yaml`` runs on the head
+    node, generates on the cluster it finds (RAY_ADDRESS here; ``ray submit`` itself needs the
+    cluster launcher and SSH, which cannot run on this machine)."""
+    out = tmp_path / "submitted.zarr"
+    script = Path(__file__).parents[1] / "docker" / "generate_on_cluster.py"
+    result = subprocess.run([sys.executable, str(script), *SMALL_ARGS[1:], "--out", str(out)],
+                            capture_output=True, text=True, timeout=300,
+                            env={**ray_cluster.driver_env(), "RAY_ADDRESS": ray_cluster.address})
+    assert result.returncode == 0, result.stderr
+    assert "3 shard(s) written" in result.stdout
+    assert shard_bytes(out) == shard_bytes(small_dataset_master)
+
+
 def _make_shard_workers(procs: list[psutil.Process]) -> list[psutil.Process]:
     found = []
     for proc in procs:
