@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from synthgen.errors import SynthgenError
 from synthgen.store import Dataset
 from synthgen.stream import ShardStream
+from synthgen.stream.worker_errors import worker_message
 
 
 @dataclasses.dataclass
@@ -143,14 +144,6 @@ def _ignore_sigint(_worker_id: int) -> None:
     """Ctrl-C reaches the whole process group: workers keep reading while the main process
     finishes its step and saves a checkpoint (they exit with it)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def worker_message(text: str) -> str:
-    """The one-line message of a SynthgenError re-raised by a DataLoader from a worker process
-    (torch prefixes "Caught ... in DataLoader worker process N" and the worker's traceback)."""
-    last = text.strip().splitlines()[-1] if text.strip() else text
-    prefix = f"{SynthgenError.__module__}.{SynthgenError.__name__}: "
-    return last.removeprefix(prefix) if "\n" in text.strip() and last.startswith(prefix) else text
 
 
 def validation_batches(stream: ShardStream, count: int) -> Iterator[dict[str, torch.Tensor]]:

@@ -21,6 +21,7 @@ from synthgen.runner import generate
 from synthgen.store.layout import COMMITS_DIR, shard_object_key
 from synthgen.stream import DeviceStage, ShardStream
 from synthgen.stream.crop import apply_crop, crop_start
+from tests.helpers import assert_one_line_error
 
 N, SHARD = 45, 4  # 12 shards, the last with one sample
 FIELDS = ("fixed_labels",)
@@ -214,3 +215,17 @@ def test_stream_bench_command(shapes: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["stream-bench", str(shapes), "--workers", "0", "--fields", "fixed_labels", "--batch-size", "4"]) == 0
     out = capsys.readouterr().out
     assert f"{N} samples" in out and "samples/s" in out and "MB/s" in out
+
+
+def test_stream_bench_reports_a_worker_error_in_one_line(shapes: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from synthgen.cli import main
+
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(shapes, copy)
+    info = ShardStream(str(copy), fields=FIELDS).dataset.info
+    (copy / shard_object_key("fixed_labels", info.schema["fixed_labels"], 1)).unlink()
+    code = main(["stream-bench", str(copy), "--workers", "1", "--fields", "fixed_labels"])
+    err = capsys.readouterr().err
+    assert_one_line_error(code, err, "shard 1 of field fixed_labels is missing", "synthgen verify",
+                          prefix="synthgen stream-bench: error:")

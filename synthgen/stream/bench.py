@@ -8,7 +8,9 @@ from collections.abc import Sequence
 
 from torch.utils.data import DataLoader
 
+from synthgen.errors import SynthgenError
 from synthgen.stream.dataset import ShardStream
+from synthgen.stream.worker_errors import worker_message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,9 +33,12 @@ def stream_bench(path: str, fields: Sequence[str] | None = None, workers: int = 
     loader = DataLoader(stream, batch_size=None, num_workers=workers)
     samples, nbytes = 0, 0
     started = time.perf_counter()
-    for batch in loader:
-        samples += len(batch["index"])
-        nbytes += sum(value.numel() * value.element_size() for name, value in batch.items() if name != "index")
-        if max_samples is not None and samples >= max_samples:
-            break
+    try:
+        for batch in loader:
+            samples += len(batch["index"])
+            nbytes += sum(value.numel() * value.element_size() for name, value in batch.items() if name != "index")
+            if max_samples is not None and samples >= max_samples:
+                break
+    except SynthgenError as err:
+        raise SynthgenError(worker_message(str(err))) from None
     return StreamBenchReport(samples, nbytes / 1e6, time.perf_counter() - started, workers)
