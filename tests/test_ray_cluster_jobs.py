@@ -328,3 +328,39 @@ def test_killed_driver_is_rerun_to_the_same_dataset(ray_cluster: Cluster, tmp_pa
     generate(get_engine("random-shapes", size=32), str(reference), 24, seed=11, shard_size=2,
              backend="local", progress=False)
     assert shard_bytes(out) == shard_bytes(reference)
+
+
+def test_killed_task_worker_on_a_node_is_retried(ray_cluster: Cluster, tmp_path: Path) -> None:
+    """One shard task's worker process on the worker node dies mid-shard (kill -9); Ray retries
+    the task and the dataset is the same bytes, verified."""
+    worker_dir = ray_cluster.node_dirs[0]
+    args = ["generate", "--engine", "random-shapes", "--size", "64", "--n", "12", "--shard-size", "4",
+            "--seed", "2", "--quiet"]
+    out = tmp_path / "task_killed.zarr"
+    proc = subprocess.Popen(CLI + args + ["--out", str(out), "--ray-address", ray_cluster.address],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ray_cluster.driver_env())
+    killed = None
+    try:
+        deadline = time.monotonic() + 180
+        while killed is None and time.monotonic() < deadline and proc.poll() is None:
+            running = _make_shard_workers(node_processes(worker_dir))
+            if running:  # the proctitle says ray::make_shard only while the task runs
+                running[0].kill()
+                killed = running[0].pid
+            time.sleep(0.05)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert killed is not None, "no shard task was seen running on the worker node"
+    assert proc.returncode == 0, stderr
+    assert "3 shard(s) written" in stdout, stdout
+    assert not psutil.pid_exists(killed) or psutil.Process(killed).status() == psutil.STATUS_ZOMBIE
+    verified = subprocess.run(CLI + ["verify", str(out)], capture_output=True, text=True, timeout=120)
+    assert verified.returncode == 0 and "all 3 shards OK" in verified.stdout, verified.stdout + verified.stderr
+    reference = tmp_path / "reference.zarr"
+    generate(get_engine("random-shapes", size=64), str(reference), 12, seed=2, shard_size=4,
+             backend="local", progress=False)
+    assert shard_bytes(out) == shard_bytes(reference)
