@@ -77,7 +77,7 @@ import torch.nn.functional as F
 
 from registration._trilinear import SliceSampler
 from registration._workers import Workers, cpu_workers, parts
-from synthgen.ops.interpolate import Sampling, resample_regular
+from synthgen.ops.interpolate import upsample
 from synthgen.ops.warp import warp
 
 COUPLING = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -167,29 +167,6 @@ def _box_mean(x: torch.Tensor, kernel: int, passes: int = 1,
             target.narrow(dim, 0, n - shift).add_(source.narrow(dim, shift, n - shift))
         source = target
     return source.mul_(1.0 / kernel ** (len(dims) * passes))
-
-
-def _upsample(field: torch.Tensor, factor: int, shape: Sequence[int]) -> torch.Tensor:
-    """Trilinear upsampling of a displacement from a ``factor``-block grid to voxels.
-
-    Coarse node j sits at fine voxel ``j * factor + (factor - 1) / 2``; beyond the outermost
-    nodes the field is constant. Values are multiplied by ``factor`` (coarse -> fine voxels).
-
-    Args:
-        field: (3, d, h, w) float displacement in coarse voxels.
-        factor: block size.
-        shape: fine spatial shape (D, H, W), with D // factor == d etc.
-
-    Returns:
-        (3, D, H, W) displacement in fine voxels.
-    """
-    start = 1 - (factor - 1) / (2 * factor)
-    beyond = [(n - 1) / factor - (factor - 1) / (2 * factor) - (m - 1)
-              for n, m in zip(shape, field.shape[1:])]
-    high = [max(1, math.ceil(b)) for b in beyond]
-    padded = F.pad(field[None], (1, high[2], 1, high[1], 1, high[0]), mode="replicate")[0]
-    samplings = [Sampling(start, factor, n) for n in shape]
-    return resample_regular(padded, samplings).mul_(factor)
 
 
 def _block_centres(field: torch.Tensor, factor: int, shape: Sequence[int]) -> torch.Tensor:
@@ -482,7 +459,7 @@ def convex_adam(fixed_features: torch.Tensor, moving_features: torch.Tensor,
 
     with torch.no_grad(), cpu_workers(fixed.device) as workers:
         field = _convex_field(fixed, moving, params, workers)
-        displacement = _upsample(field, params.grid_sp, shape)
+        displacement = upsample(field, params.grid_sp, shape=shape).mul_(params.grid_sp)
         if params.lambda_weight > 0 and params.niter > 0:
             step = params.grid_sp_adam
             adam_shape = [n // step for n in shape]
@@ -494,7 +471,7 @@ def convex_adam(fixed_features: torch.Tensor, moving_features: torch.Tensor,
             stage = _AdamStage(fixed_blocks, moving_blocks, weights, float(params.lambda_weight),
                                workers)
             field = stage.run(_block_centres(displacement, step, adam_shape), params.niter)
-            displacement = _upsample(field, step, shape)
+            displacement = upsample(field, step, shape=shape).mul_(step)
         if params.smooth > 0:
             displacement = _box_mean(displacement, params.smooth, passes=3)
     return displacement.contiguous()

@@ -38,6 +38,19 @@ def test_positions_outside_the_axis_are_rejected():
     raise AssertionError("sampling beyond the last sample accepted")
 
 
+def test_upsample_to_a_shape_that_is_not_a_multiple_of_the_factor():
+    x = torch.randn(3, 5, 6, 4, generator=torch.Generator().manual_seed(2))
+    default = upsample(x, 3)
+    assert torch.equal(upsample(x, 3, shape=(15, 18, 12)), default)
+    smaller = upsample(x, 3, shape=(14, 16, 12))
+    assert torch.equal(smaller, default[:, :14, :16, :12])
+    larger = upsample(x, 3, shape=(17, 18, 14))  # sides with 5, 6, 4 whole blocks of 3
+    assert larger.shape == (3, 17, 18, 14)
+    assert torch.equal(larger[:, :15, :, :12], default)
+    assert torch.equal(larger[:, 15:, :, :12], default[:, -1:].expand(3, 2, 18, 12))
+    assert torch.equal(larger[:, :15, :, 12:], default[..., -1:].expand(3, 15, 18, 2))
+
+
 def test_argmax_upsampled_equals_materialised_argmax():
     coarse = torch.randn((16, 5, 6, 7), generator=torch.Generator().manual_seed(2))
     samplings = [Sampling(0.0, 8, 33), Sampling(0.5, 8, 37), Sampling(0.125, 8, 46)]

@@ -121,8 +121,8 @@ def resample_regular(x: torch.Tensor, samplings: Sequence[Sampling],
     return resample_axis(x, -3, samplings[0], dtype).contiguous()
 
 
-def upsample(x: torch.Tensor, factor: int, *, pad: int = 0,
-             dtype: torch.dtype | None = None) -> torch.Tensor:
+def upsample(x: torch.Tensor, factor: int, *, pad: int = 0, dtype: torch.dtype | None = None,
+             shape: Sequence[int] | None = None) -> torch.Tensor:
     """Trilinear upsampling by an integer factor, ``align_corners=False`` layout.
 
     Coarse sample j sits at fine index ``j * factor + (factor - 1) / 2``.
@@ -131,18 +131,30 @@ def upsample(x: torch.Tensor, factor: int, *, pad: int = 0,
         x: (..., D, H, W) float tensor; with ``pad`` > 0 its outer ``pad`` samples per side lie
             outside the output grid and serve only as interpolation support.
         factor: upsampling factor.
-        pad: coarse samples per side beyond the output's extent. With 0 the outermost
-            (factor - 1) / 2 fine samples take the border value, as ``F.interpolate`` does.
+        pad: coarse samples per side beyond the output's extent. With 0 the fine samples beyond
+            the outermost coarse ones take the border value, as ``F.interpolate`` does.
         dtype: output dtype (default ``x.dtype``).
+        shape: with ``pad`` 0, the output's spatial shape (default ``(D f, H f, W f)``), e.g.
+            a volume whose sides are not multiples of ``factor`` for a grid of ``side // factor``
+            blocks; sides beyond the coarse grid take its border value.
 
     Returns:
-        (..., (D - 2 pad) f, (H - 2 pad) f, (W - 2 pad) f) tensor.
+        (..., *shape) tensor, or (..., (D - 2 pad) f, (H - 2 pad) f, (W - 2 pad) f) with ``pad``.
     """
-    if pad == 0 and factor > 1:
-        lead = x.shape[:-3]
-        x = F.pad(x.reshape(1, -1, *x.shape[-3:]), (1,) * 6, mode="replicate")
-        x = x.reshape(*lead, *x.shape[-3:])
-        pad = 1
-    start = pad - (factor - 1) / (2 * factor)
-    samplings = [Sampling(start, factor, (n - 2 * pad) * factor) for n in x.shape[-3:]]
-    return resample_regular(x, samplings, dtype)
+    if pad > 0:
+        if shape is not None:
+            raise ValueError("upsample takes pad or shape, not both")
+        start = pad - (factor - 1) / (2 * factor)
+        samplings = [Sampling(start, factor, (n - 2 * pad) * factor) for n in x.shape[-3:]]
+        return resample_regular(x, samplings, dtype)
+    coarse = x.shape[-3:]
+    out = [n * factor for n in coarse] if shape is None else [int(n) for n in shape]
+    if factor == 1 and out == list(coarse):
+        return resample_regular(x, [Sampling(0.0, 1, n) for n in out], dtype)
+    offset = (factor - 1) / (2 * factor)
+    # replicate-pad one node below and enough above that the last output voxel has support
+    high = [max(1, math.ceil((o - 1) / factor - offset - (n - 1))) for o, n in zip(out, coarse)]
+    lead = x.shape[:-3]
+    x = F.pad(x.reshape(1, -1, *coarse), (1, high[2], 1, high[1], 1, high[0]), mode="replicate")
+    x = x.reshape(*lead, *x.shape[-3:])
+    return resample_regular(x, [Sampling(1 - offset, factor, o) for o in out], dtype)
