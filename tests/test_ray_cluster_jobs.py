@@ -33,6 +33,8 @@ from tests.ray_processes import processes_with_ray_tmpdir, short_ray_tmpdir, sto
 
 CLI = [sys.executable, "-m", "synthgen.cli"]
 RAY_CLI = str(Path(sys.executable).with_name("ray"))
+# What the job server answers, submitting nothing, until the head's job agent has registered.
+NO_JOB_AGENT = "No available agent to submit job"
 # The same dataset as conftest's small_dataset_master, through the CLI.
 SMALL_ARGS = ["generate", "--engine", "random-shapes", "--size", "32", "--n", "10", "--shard-size", "4",
               "--seed", "3", "--quiet"]
@@ -207,14 +209,18 @@ def test_ray_job_submit_is_byte_identical(ray_cluster: Cluster, small_dataset_ma
     if ray_cluster.dashboard_error:
         pytest.skip(ray_cluster.dashboard_error)
     out = tmp_path / "job.zarr"
-    job_id = f"synthgen-test-{secrets.token_hex(4)}"
-    # No --working-dir: synthgen is installed in this venv, which the job's driver runs.
-    submitted = subprocess.run(
-        [RAY_CLI, "job", "submit", f"--address=http://127.0.0.1:{ray_cluster.dashboard_port}",
-         f"--submission-id={job_id}", "--", sys.executable, "-m", "synthgen.cli", *SMALL_ARGS,
-         "--out", str(out), "--ray-address", "auto"],
-        capture_output=True, text=True, env=ray_cluster.env, timeout=300)
-    logs = submitted.stdout + submitted.stderr
+    deadline = time.monotonic() + 90
+    while True:
+        job_id = f"synthgen-test-{secrets.token_hex(4)}"
+        # No --working-dir: synthgen is installed in this venv, which the job's driver runs.
+        command = [RAY_CLI, "job", "submit", f"--address=http://127.0.0.1:{ray_cluster.dashboard_port}",
+                   f"--submission-id={job_id}", "--", sys.executable, "-m", "synthgen.cli", *SMALL_ARGS,
+                   "--out", str(out), "--ray-address", "auto"]
+        submitted = subprocess.run(command, capture_output=True, text=True, env=ray_cluster.env, timeout=300)
+        logs = submitted.stdout + submitted.stderr
+        if NO_JOB_AGENT not in logs or time.monotonic() > deadline:
+            break
+        time.sleep(2)
     assert submitted.returncode == 0, logs
     assert f"Job '{job_id}' succeeded" in logs, logs
     assert f"{out}: 3 shard(s) written" in logs, logs  # the job's own output, tailed back

@@ -100,17 +100,8 @@ class GeneratedDataset:
         return dict(self.derived_schema)
 
     @property
-    def fields(self) -> list[str]:
-        """Stored fields: none."""
-        return []
-
-    @property
     def committed(self) -> list[int]:
         return list(range(self.info.num_shards))
-
-    @property
-    def is_complete(self) -> bool:
-        return True
 
     def refresh(self) -> None:
         """Nothing to re-list: every shard of a generated dataset exists."""
