@@ -340,7 +340,7 @@ def test_killed_task_worker_on_a_node_is_retried(ray_cluster: Cluster, tmp_path:
     """One shard task's worker process on the worker node dies mid-shard (kill -9); Ray retries
     the task and the dataset is the same bytes, verified."""
     worker_dir = ray_cluster.node_dirs[0]
-    args = ["generate", "--engine", "random-shapes", "--size", "64", "--n", "12", "--shard-size", "4",
+    args = ["generate", "--engine", "random-shapes", "--size", "64", "--n", "24", "--shard-size", "4",
             "--seed", "2", "--quiet"]
     out = tmp_path / "task_killed.zarr"
     proc = subprocess.Popen(CLI + args + ["--out", str(out), "--ray-address", ray_cluster.address],
@@ -362,11 +362,11 @@ def test_killed_task_worker_on_a_node_is_retried(ray_cluster: Cluster, tmp_path:
             proc.wait()
     assert killed is not None, "no shard task was seen running on the worker node"
     assert proc.returncode == 0, stderr
-    assert "3 shard(s) written" in stdout, stdout
+    assert "6 shard(s) written" in stdout, stdout
     assert not psutil.pid_exists(killed) or psutil.Process(killed).status() == psutil.STATUS_ZOMBIE
     verified = subprocess.run(CLI + ["verify", str(out)], capture_output=True, text=True, timeout=120)
-    assert verified.returncode == 0 and "all 3 shards OK" in verified.stdout, verified.stdout + verified.stderr
+    assert verified.returncode == 0 and "all 6 shards OK" in verified.stdout, verified.stdout + verified.stderr
     reference = tmp_path / "reference.zarr"
-    generate(get_engine("random-shapes", size=64), str(reference), 12, seed=2, shard_size=4,
+    generate(get_engine("random-shapes", size=64), str(reference), 24, seed=2, shard_size=4,
              backend="local", progress=False)
     assert shard_bytes(out) == shard_bytes(reference)
