@@ -116,8 +116,9 @@ def run_ray(path: str, shards: list[int], workers: int | None = None,
             in_flight.append(remote.remote(path, pending.pop(0), device))
         done, in_flight = ray.wait(in_flight, num_returns=1)
         try:
-            yield ray.get(done[0])
+            result = ray.get(done[0])
         except ray.exceptions.RayTaskError as err:
             if isinstance(err.cause, SynthgenError):
                 raise SynthgenError(str(err.cause)) from None
             raise
+        yield result
