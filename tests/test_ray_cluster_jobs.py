@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -256,31 +256,72 @@ def _make_shard_workers(procs: list[psutil.Process]) -> list[psutil.Process]:
     return found
 
 
-def test_killed_worker_node_is_retried_and_data_is_identical(ray_cluster: Cluster, tmp_path: Path) -> None:
-    # A node of its own to kill, with two CPUs so it takes a good share of the tasks.
-    doomed = ray_cluster.add_worker(num_cpus=2)
-    args = ["generate", "--engine", "random-shapes", "--size", "32", "--n", "24", "--shard-size", "2",
-            "--seed", "7", "--quiet"]
-    out = tmp_path / "node_killed.zarr"
-    proc = subprocess.Popen(CLI + args + ["--out", str(out), "--ray-address", ray_cluster.address],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=ray_cluster.driver_env())
-    killed: list[str] = []
-    done_at_kill = -1
+@dataclass(frozen=True)
+class RandomShapesRun:
+    """One ``synthgen generate --engine random-shapes`` run of the failure tests."""
+
+    size: int
+    n: int
+    shard_size: int
+    seed: int
+
+    @property
+    def shards(self) -> int:
+        return -(-self.n // self.shard_size)
+
+    def command(self, out: Path, address: str) -> list[str]:
+        return CLI + ["generate", "--engine", "random-shapes", "--size", str(self.size), "--n", str(self.n),
+                      "--shard-size", str(self.shard_size), "--seed", str(self.seed), "--quiet",
+                      "--out", str(out), "--ray-address", address]
+
+    def assert_verified_and_identical(self, out: Path, tmp_path: Path) -> None:
+        """``synthgen verify`` passes every shard, and the bytes equal a one-process run's."""
+        verified = subprocess.run(CLI + ["verify", str(out)], capture_output=True, text=True, timeout=120)
+        assert verified.returncode == 0 and f"all {self.shards} shards OK" in verified.stdout, \
+            verified.stdout + verified.stderr
+        reference = tmp_path / "reference.zarr"
+        generate(get_engine("random-shapes", size=self.size), str(reference), self.n, seed=self.seed,
+                 shard_size=self.shard_size, backend="local", progress=False)
+        assert shard_bytes(out) == shard_bytes(reference)
+
+
+def drive(proc: subprocess.Popen, act: Callable[[], bool], wait: float = 300) -> tuple[str, str]:
+    """Poll ``act()`` every 50 ms while the driver ``proc`` runs, until it returns True (it did
+    what it waited for), then wait up to ``wait`` s for the driver; returns its (stdout, stderr).
+    The driver is killed if the test fails meanwhile."""
     try:
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            if commits(out) >= 1:
-                if _make_shard_workers(node_processes(doomed)):  # kill the node while it holds a shard task
-                    done_at_kill = commits(out)
-                    killed = kill_node(doomed)
-                    break
+        while time.monotonic() < deadline and proc.poll() is None and not act():
             time.sleep(0.05)
-        stdout, stderr = proc.communicate(timeout=300)
+        return proc.communicate(timeout=wait)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def start_driver(command: list[str], cluster: Cluster) -> subprocess.Popen:
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=cluster.driver_env())
+
+
+def test_killed_worker_node_is_retried_and_data_is_identical(ray_cluster: Cluster, tmp_path: Path) -> None:
+    # A node of its own to kill, with two CPUs so it takes a good share of the tasks.
+    doomed = ray_cluster.add_worker(num_cpus=2)
+    run = RandomShapesRun(size=32, n=24, shard_size=2, seed=7)
+    out = tmp_path / "node_killed.zarr"
+    proc = start_driver(run.command(out, ray_cluster.address), ray_cluster)
+    killed: list[str] = []
+    done_at_kill = -1
+
+    def kill_the_busy_node() -> bool:
+        nonlocal killed, done_at_kill
+        if commits(out) >= 1 and _make_shard_workers(node_processes(doomed)):  # it holds a shard task
+            done_at_kill = commits(out)
+            killed = kill_node(doomed)
+        return bool(killed)
+
+    stdout, stderr = drive(proc, kill_the_busy_node)
     assert killed, "the worker node never ran a shard task after the first commit"
     assert "raylet" in killed, killed
     assert 1 <= done_at_kill < 12, f"the node should have been killed part-way, at {done_at_kill} commits"
@@ -288,38 +329,26 @@ def test_killed_worker_node_is_retried_and_data_is_identical(ray_cluster: Cluste
     assert not node_processes(doomed), "processes of the killed node are still alive"
     assert proc.returncode == 0, stderr
     assert "12 shard(s) written" in stdout, stdout
-    verified = subprocess.run(CLI + ["verify", str(out)], capture_output=True, text=True, timeout=120)
-    assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert "all 12 shards OK" in verified.stdout, verified.stdout
-    reference = tmp_path / "reference.zarr"
-    generate(get_engine("random-shapes", size=32), str(reference), 24, seed=7, shard_size=2,
-             backend="local", progress=False)
-    assert shard_bytes(out) == shard_bytes(reference)
+    run.assert_verified_and_identical(out, tmp_path)
 
 
 def test_killed_driver_is_rerun_to_the_same_dataset(ray_cluster: Cluster, tmp_path: Path) -> None:
     """The driver of a cluster run dies (kill -9) part-way; the cluster ends its job's tasks, and
     the same command run again finishes the missing shards: nothing lost or duplicated."""
-    args = ["generate", "--engine", "random-shapes", "--size", "32", "--n", "24", "--shard-size", "2",
-            "--seed", "11", "--quiet"]
+    run = RandomShapesRun(size=32, n=24, shard_size=2, seed=11)
     out = tmp_path / "driver_killed.zarr"
-    command = CLI + args + ["--out", str(out), "--ray-address", ray_cluster.address]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=ray_cluster.driver_env())
+    command = run.command(out, ray_cluster.address)
+    proc = start_driver(command, ray_cluster)
     done_at_kill = -1
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            if commits(out) >= 2:
-                proc.kill()
-                done_at_kill = commits(out)
-                break
-            time.sleep(0.05)
-        proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
+
+    def kill_the_driver() -> bool:
+        nonlocal done_at_kill
+        if commits(out) >= 2:
             proc.kill()
-            proc.wait()
+            done_at_kill = commits(out)
+        return done_at_kill >= 0
+
+    drive(proc, kill_the_driver, wait=60)
     assert 2 <= done_at_kill < 12, f"the driver should have been killed part-way, at {done_at_kill} commits"
     rerun = subprocess.run(command, capture_output=True, text=True, env=ray_cluster.driver_env(), timeout=300)
     assert rerun.returncode == 0, rerun.stderr
@@ -328,45 +357,29 @@ def test_killed_driver_is_rerun_to_the_same_dataset(ray_cluster: Cluster, tmp_pa
     written, skipped = int(counts[1]), int(counts[2])
     assert skipped >= done_at_kill and written + skipped == 12, rerun.stdout
     print(f"driver killed at {done_at_kill}/12 commits; the rerun wrote {written}, skipped {skipped}")
-    verified = subprocess.run(CLI + ["verify", str(out)], capture_output=True, text=True, timeout=120)
-    assert verified.returncode == 0 and "all 12 shards OK" in verified.stdout, verified.stdout + verified.stderr
-    reference = tmp_path / "reference.zarr"
-    generate(get_engine("random-shapes", size=32), str(reference), 24, seed=11, shard_size=2,
-             backend="local", progress=False)
-    assert shard_bytes(out) == shard_bytes(reference)
+    run.assert_verified_and_identical(out, tmp_path)
 
 
 def test_killed_task_worker_on_a_node_is_retried(ray_cluster: Cluster, tmp_path: Path) -> None:
     """One shard task's worker process on the worker node dies mid-shard (kill -9); Ray retries
     the task and the dataset is the same bytes, verified."""
     worker_dir = ray_cluster.node_dirs[0]
-    args = ["generate", "--engine", "random-shapes", "--size", "64", "--n", "24", "--shard-size", "4",
-            "--seed", "2", "--quiet"]
+    run = RandomShapesRun(size=64, n=24, shard_size=4, seed=2)
     out = tmp_path / "task_killed.zarr"
-    proc = subprocess.Popen(CLI + args + ["--out", str(out), "--ray-address", ray_cluster.address],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=ray_cluster.driver_env())
+    proc = start_driver(run.command(out, ray_cluster.address), ray_cluster)
     killed = None
-    try:
-        deadline = time.monotonic() + 180
-        while killed is None and time.monotonic() < deadline and proc.poll() is None:
-            running = _make_shard_workers(node_processes(worker_dir))
-            if running:  # the proctitle says ray::make_shard only while the task runs
-                running[0].kill()
-                killed = running[0].pid
-            time.sleep(0.05)
-        stdout, stderr = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+
+    def kill_a_running_task() -> bool:
+        nonlocal killed
+        running = _make_shard_workers(node_processes(worker_dir))
+        if running:  # the proctitle says ray::make_shard only while the task runs
+            running[0].kill()
+            killed = running[0].pid
+        return killed is not None
+
+    stdout, stderr = drive(proc, kill_a_running_task)
     assert killed is not None, "no shard task was seen running on the worker node"
     assert proc.returncode == 0, stderr
     assert "6 shard(s) written" in stdout, stdout
     assert not psutil.pid_exists(killed) or psutil.Process(killed).status() == psutil.STATUS_ZOMBIE
-    verified = subprocess.run(CLI + ["verify", str(out)], capture_output=True, text=True, timeout=120)
-    assert verified.returncode == 0 and "all 6 shards OK" in verified.stdout, verified.stdout + verified.stderr
-    reference = tmp_path / "reference.zarr"
-    generate(get_engine("random-shapes", size=64), str(reference), 24, seed=2, shard_size=4,
-             backend="local", progress=False)
-    assert shard_bytes(out) == shard_bytes(reference)
+    run.assert_verified_and_identical(out, tmp_path)
