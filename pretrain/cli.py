@@ -19,7 +19,7 @@ from pretrain.checkpoint import build_module, load_checkpoint, resolve_checkpoin
 from pretrain.config import SECTIONS, RunConfig, build_config, from_dict
 from pretrain.loop import TrainingInterrupted, train
 from pretrain.registry import get_recipe, recipe_names
-from synthgen.cli import EXIT_ERROR, EXIT_INTERRUPTED, OneLineParser, parse_overrides
+from synthgen.cli import EXIT_INTERRUPTED, OneLineParser, parse_overrides, run_command
 from synthgen.errors import SynthgenError
 
 PROG = "synthgen-pretrain"
@@ -27,7 +27,7 @@ PROG = "synthgen-pretrain"
 
 def build_train_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description=(
-        f"Pretrain a network on a synthgen dataset. Recipes: {', '.join(recipe_names()) or 'none installed'}. "
+        f"Pretrain a network on a synthgen dataset. Recipes: {', '.join(recipe_names())}. "
         f"Config layers: loop defaults < recipe defaults < --config < --set. "
         f"Re-export features from a run with `{PROG} export RUN --out features.pt`."))
     parser.add_argument("recipe", help="recipe name (e.g. contrastive) or package.module:Class")
@@ -108,18 +108,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     export = bool(argv) and argv[0] == "export"
     prog = f"{PROG} export" if export else PROG
     args = build_export_parser().parse_args(argv[1:]) if export else build_train_parser().parse_args(argv)
-    try:
-        return cmd_export(args) if export else cmd_train(args)
-    except SynthgenError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return EXIT_ERROR
-    except TrainingInterrupted as stop:
-        print(f"{prog}: {stop.signal_name} at step {stop.step}; checkpoint saved to {stop.checkpoint}; continue "
-              f"with --resume", file=sys.stderr)
-        return 128 + signal.Signals[stop.signal_name].value
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; continue from the last checkpoint with --resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    return run_command(prog, lambda: cmd_export(args) if export else cmd_train(args), stopped)
+
+
+def stopped(exc: KeyboardInterrupt) -> tuple[str, int]:
+    """The line and exit status of a run stopped by a signal (checkpoint saved) or by ctrl-c."""
+    if isinstance(exc, TrainingInterrupted):
+        return (f"{exc.signal_name} at step {exc.step}; checkpoint saved to {exc.checkpoint}; continue with "
+                f"--resume", 128 + signal.Signals[exc.signal_name].value)
+    return "interrupted; continue from the last checkpoint with --resume", EXIT_INTERRUPTED
 
 
 def run() -> None:

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from pretrain.checkpoint import class_path
 from pretrain.losses import ProjectionHeads, gather_locations, labels_at, sample_locations, supcon_loss
 from pretrain.models import UNet
 from pretrain.recipe import Recipe
@@ -37,7 +38,6 @@ from synthgen.store import Dataset
 
 FIELDS = ("view1", "view2", "labels")
 LOSS_LAYERS = ("enc3_conv2", "bottleneck_conv1", "dec3_conv1", "dec2_conv1", "dec1_conv1", "output")
-UNET_CLASS = f"{UNet.__module__}:{UNet.__qualname__}"
 FEATURE_DEFAULTS = {"scale": 0.1, "mind": True, "window": 128}
 """anatomix's registration recipe: features x 0.1 after MIND-SSC, 128^3 windows (App. B.4)."""
 
@@ -160,7 +160,7 @@ class ContrastiveRecipe(Recipe):
         samples, layer_labels = {}, {}
         for name in config.layers:
             grid = features[name].shape[2:]
-            locations = sample_locations(size, grid, config.locations, generator)
+            locations = sample_locations(size, grid, config.locations, generator).to(labels.device)
             samples[name] = gather_locations(features[name], locations).reshape(-1, features[name].shape[1])
             layer_labels[name] = labels_at(labels, grid, locations).repeat(1, 2)
         projected = modules["heads"](samples)
@@ -176,5 +176,5 @@ class ContrastiveRecipe(Recipe):
         """Save the (unwrapped) UNet as a ``synthgen-module/1`` feature checkpoint with anatomix's
         registration defaults (:data:`FEATURE_DEFAULTS`); the heads are not exported."""
         model = modules["model"]
-        return str(save_feature_checkpoint(path, UNET_CLASS, model.init_args, model.state_dict(),
+        return str(save_feature_checkpoint(path, class_path(model), model.init_args, model.state_dict(),
                                            **FEATURE_DEFAULTS))

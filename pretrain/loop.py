@@ -140,7 +140,7 @@ class _Run:
             self._build(saved)
             self._build_data(fields, crop, augment, saved)
             if saved:
-                ckpt.set_rng_state(self._rank_rng(saved["rng"]))
+                self._restore_rng(saved["rng"])
             self._announce(dataset.path, saved)
             with self._stop_on_signals():
                 self._loop(stop_after)
@@ -239,11 +239,12 @@ class _Run:
             self.val_stage = DeviceStage(data.path, crop=crop, augment=self.recipe.augment,
                                          augment_config=augment, seed=data.seed)
 
-    def _rank_rng(self, states: list[dict[str, Any]]) -> dict[str, Any]:
+    def _restore_rng(self, states: list[dict[str, Any]]) -> None:
+        """This rank's saved random states, or fresh seeds after a change of world size."""
         if len(states) == self.ctx.world_size:
-            return states[self.ctx.rank]
-        _seed_everything(seed_from(self.config.train.seed, self.ctx.rank, self.step))  # a new world size
-        return ckpt.rng_state()
+            ckpt.set_rng_state(states[self.ctx.rank])
+        else:
+            _seed_everything(seed_from(self.config.train.seed, self.ctx.rank, self.step))
 
     def _announce(self, path: str, saved: dict[str, Any] | None) -> None:
         train_count = self.batches.stream.num_samples * self.ctx.world_size

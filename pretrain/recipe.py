@@ -17,7 +17,6 @@ an uninterrupted one would.
 
 from __future__ import annotations
 
-import dataclasses
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -103,8 +102,3 @@ class Recipe(ABC):
     def export_features(self, modules: dict[str, nn.Module], path: str) -> str:
         """Write a feature checkpoint that ``synthgen-bench register --features ckpt:PATH``
         loads (see :mod:`registration.features`); returns the path."""
-
-
-def config_dict(config: Any) -> dict[str, Any]:
-    """A dataclass config section as a plain dict."""
-    return dataclasses.asdict(config)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from synthgen.config_values import parse_value
@@ -295,17 +295,28 @@ COMMANDS = {"generate": cmd_generate, "info": cmd_info, "verify": cmd_verify, "p
             "export": cmd_export, "templates": cmd_templates, "stream-bench": cmd_stream_bench}
 
 
-def dispatch(prog: str, commands: dict[str, Any], args: argparse.Namespace, interrupted: str) -> int:
-    """Run ``commands[args.command](args)``: a SynthgenError becomes one line on stderr and exit
-    EXIT_ERROR, ctrl-c the line ``interrupted`` and exit EXIT_INTERRUPTED."""
+def run_command(prefix: str, command: Callable[[], int],
+                interrupted: Callable[[KeyboardInterrupt], tuple[str, int]]) -> int:
+    """Run ``command()`` and return its exit status; a SynthgenError becomes the line
+    ``"{prefix}: error: {message}"`` on stderr and exit EXIT_ERROR, and ctrl-c (a
+    KeyboardInterrupt, or a subclass raised to stop cleanly) the line ``"{prefix}: {text}"`` and
+    the status that ``interrupted(exc)`` returns as ``(text, status)``."""
     try:
-        return commands[args.command](args)
+        return command()
     except SynthgenError as err:
-        print(f"{prog} {args.command}: error: {err}", file=sys.stderr)
+        print(f"{prefix}: error: {err}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print(f"{prog} {args.command}: {interrupted}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        text, status = interrupted(exc)
+        print(f"{prefix}: {text}", file=sys.stderr)
+        return status
+
+
+def dispatch(prog: str, commands: dict[str, Any], args: argparse.Namespace, interrupted: str) -> int:
+    """Run ``commands[args.command](args)`` with :func:`run_command`: errors are one line prefixed
+    ``"{prog} {command}"``, ctrl-c the line ``interrupted`` and exit EXIT_INTERRUPTED."""
+    return run_command(f"{prog} {args.command}", lambda: commands[args.command](args),
+                       lambda _: (interrupted, EXIT_INTERRUPTED))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
