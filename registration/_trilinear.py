@@ -23,8 +23,8 @@ rounding of its normalised coordinate. The floor is clamped to n - 2, so the las
 the last node. Each output slice is one batch element of an expanded (not copied) image, so the
 kernel can use all intra-op threads.
 
-Coordinates go through :mod:`synthgen.ops.grids` (an image is a one-voxel-deep volume
-(1, rows, columns) for its conversion) and sampling through its ``resample`` (border padding).
+Coordinates go through :mod:`synthgen.ops.grids` (as (row, column) coordinates into a 2-D
+image) and sampling through its ``resample`` (border padding).
 The row coordinate spans up to ~n^2 rows, so float32 rounding of the normalised coordinate moves
 a sample along the axis of its rows by up to ~1e-7 * n^2 voxels (4e-4 voxel at 64^3), never into
 another slice.
@@ -126,13 +126,12 @@ class SliceSampler:
         positions = torch.minimum(positions.clamp_(min=0), self.limits)
         cells = torch.minimum(positions.floor(), self.last_cells)
         z, y, x = positions
-        zeros = torch.zeros_like(z)
         # Per image: (slice index, row within the slice, column, rows per slice).
         placements = ((cells[0], y, x, height), (cells[1], z, x, depth), (cells[2], z, y, depth))
         samples = []
         for image, (cell, row, column, rows) in zip(self.images, placements):
-            coords = torch.stack([zeros, torch.mul(cell, rows + 2).add_(row).add_(1), column])
-            grid = voxel_to_normalized(coords, (1, *image.shape[2:]))[..., :2].contiguous()
+            coords = torch.stack([torch.mul(cell, rows + 2).add_(row).add_(1), column], dim=1)
+            grid = voxel_to_normalized(coords, image.shape[2:])
             samples.append(resample(image.expand(count, -1, -1, -1), grid, padding="border"))
         lower, step = samples[0][:, :self.channels], samples[0][:, self.channels:]
         fraction = z.sub_(cells[0])

@@ -326,6 +326,8 @@ class _AdamStage:
         shape = (self.slabs[0].stop, *self.fixed.shape[1:])
         self.scratch = [torch.empty((3, *shape), dtype=fixed.dtype, device=fixed.device)
                         for _ in range(min(workers.count, len(self.slabs)))]
+        self.difference = torch.empty((3, *fixed.shape[1:]), dtype=fixed.dtype,
+                                      device=fixed.device)
 
     def _data_slabs(self, worker: int, field: torch.Tensor, gradient: torch.Tensor) -> None:
         """The unscaled data gradient of worker ``worker``'s slabs into ``gradient``."""
@@ -373,7 +375,8 @@ class _AdamStage:
             if n < 2:
                 continue
             weight = 2.0 * self.lambda_weight / (field.numel() // n * (n - 1))
-            difference = field.narrow(dim, 1, n - 1) - field.narrow(dim, 0, n - 1)
+            difference = torch.sub(field.narrow(dim, 1, n - 1), field.narrow(dim, 0, n - 1),
+                                   out=self.difference.narrow(dim, 0, n - 1))
             gradient.narrow(dim, 1, n - 1).add_(difference, alpha=weight)
             gradient.narrow(dim, 0, n - 1).sub_(difference, alpha=weight)
 
@@ -398,7 +401,7 @@ class _AdamStage:
             correction2 = 1 - beta2 ** step
             torch.sqrt(second_moment, out=denominator).div_(math.sqrt(correction2)).add_(ADAM_EPS)
             params.addcdiv_(first_moment, denominator, value=-ADAM_LR / correction1)
-        return self._smooth(params, (torch.empty_like(params), torch.empty_like(params)))
+        return self._smooth(params, buffers)
 
 
 def _as_features(features: torch.Tensor, name: str) -> torch.Tensor:
@@ -474,4 +477,4 @@ def convex_adam(fixed_features: torch.Tensor, moving_features: torch.Tensor,
             displacement = upsample(field, step, shape=shape).mul_(step)
         if params.smooth > 0:
             displacement = _box_mean(displacement, params.smooth, passes=3)
-    return displacement.contiguous()
+    return displacement

@@ -111,7 +111,8 @@ def to_normalized(disp: torch.Tensor) -> torch.Tensor:
     """
     shape = _spatial(disp)
     identity = grids.identity_grid(shape, device=disp.device, dtype=disp.dtype)
-    return to_grid(disp) - grids.voxel_to_normalized(identity, shape)
+    return (grids.voxel_to_normalized(identity + disp, shape)
+            - grids.voxel_to_normalized(identity, shape))
 
 
 def from_normalized(norm: torch.Tensor) -> torch.Tensor:

@@ -60,3 +60,23 @@ def test_resample_rejects_unknown_modes():
         except ValueError:
             continue
         raise AssertionError(f"{kwargs} accepted")
+
+
+def test_image_coordinates_convert_like_a_one_voxel_deep_volume():
+    g = torch.Generator().manual_seed(2)
+    coords = torch.rand((4, 2, 3, 5), generator=g) * 12 - 1
+    grid = voxel_to_normalized(coords, (9, 11))
+    assert grid.shape == (4, 3, 5, 2)
+    depth = torch.zeros_like(coords[:, :1])
+    as_volume = voxel_to_normalized(torch.cat([depth, coords], dim=1)[:, :, None], (1, 9, 11))
+    assert torch.equal(grid, as_volume[:, 0, ..., :2])
+    assert torch.equal(voxel_to_normalized(coords[0], (9, 11)), grid[0])
+    corners = torch.tensor([[0.0, 0.0], [8.0, 10.0], [8.0, 0.0]]).T.reshape(2, 3, 1)
+    torch.testing.assert_close(voxel_to_normalized(corners, (9, 11))[:, 0],
+                               torch.tensor([[-1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]]))
+    for bad in ((9,), (2, 3, 4, 5)):
+        try:
+            voxel_to_normalized(coords, bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"shape {bad} accepted")

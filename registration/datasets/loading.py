@@ -81,13 +81,14 @@ def load_pair(spec: PairSpec) -> RegistrationPair:
     landmarks = _landmarks(spec, labels)
 
     displacement = None if matrix is None else affine_displacement(matrix, fixed.shape)
+    tied = None if displacement is None else displacement + TIE_BREAK
 
     def onto_fixed(array: np.ndarray, labels_like: bool) -> torch.Tensor:
         tensor = torch.from_numpy(np.ascontiguousarray(array))
         if displacement is None:
             return tensor
         if labels_like:
-            return warp_labels(tensor, displacement + TIE_BREAK, padding="zeros")
+            return warp_labels(tensor, tied, padding="zeros")
         return warp_image(tensor, displacement, padding="zeros")
 
     spacing = fixed_grid.spacing or moving_grid.spacing or (1.0, 1.0, 1.0)

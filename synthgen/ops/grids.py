@@ -7,7 +7,9 @@ are the centres of the first and last voxels (an axis of one voxel maps everythi
 Voxel coordinates are channel-first like displacements: ``(B, 3, D, H, W)`` or ``(3, D, H, W)``,
 channel ``i`` along array axis ``i`` (D, H, W). ``grid_sample`` grids are channel-last,
 ``(B, D, H, W, 3)``, with the last dimension ordered (x=W, y=H, z=D); the flip happens here and
-nowhere else. Every call of ``grid_sample`` in the project goes through :func:`resample`.
+nowhere else. :func:`voxel_to_normalized` also converts coordinates into 2-D images (two
+channels along (H, W), grid last dimension (x=W, y=H)). Every call of ``grid_sample`` in the
+project goes through :func:`resample`.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ MODES = ("bilinear", "nearest")
 PADDINGS = ("zeros", "border", "reflection")
 
 
-def _scales(shape: Shape3) -> list[float]:
-    """Per-axis factor from voxel index to normalised coordinate (0 for a one-voxel axis)."""
-    if len(shape) != 3:
-        raise ValueError(f"expected a 3-D spatial shape, got {tuple(shape)}")
+def _scales(shape: Sequence[int], dims: tuple[int, ...] = (2, 3)) -> list[float]:
+    """Per-axis factor from voxel index to normalised coordinate (0 for a one-voxel axis) of a
+    spatial ``shape`` with one of ``dims`` axes."""
+    if len(shape) not in dims:
+        names = " or ".join(f"{n}-D" for n in dims)
+        raise ValueError(f"expected a {names} spatial shape, got {tuple(shape)}")
     return [2.0 / (n - 1) if n > 1 else 0.0 for n in shape]
 
 
@@ -41,19 +45,25 @@ def identity_grid(shape: Shape3, *, device: torch.device | str | None = None,
     return torch.stack(torch.meshgrid(*axes, indexing="ij"))
 
 
-def voxel_to_normalized(coords: torch.Tensor, shape: Shape3) -> torch.Tensor:
-    """Voxel coordinates into a volume of spatial ``shape`` -> a ``grid_sample`` grid.
+def voxel_to_normalized(coords: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Voxel coordinates into a volume (or 2-D image) of spatial ``shape`` -> a ``grid_sample``
+    grid.
 
     Args:
-        coords: (B, 3, *S) or (3, *S) float voxel coordinates, channel i along axis i.
-        shape: spatial shape (D, H, W) of the volume the coordinates index.
+        coords: float voxel coordinates, channel i along axis i: (B, 3, *S) or (3, *S) into a
+            volume, (B, 2, *S) or (2, *S) into an image; batched when ``coords`` has
+            ``len(shape) + 2`` dimensions.
+        shape: spatial shape (D, H, W) of the volume or (H, W) of the image the coordinates
+            index.
 
     Returns:
-        (B, *S, 3) or (*S, 3) normalised coordinates, last dim ordered (x=W, y=H, z=D).
+        (B, *S, 3) or (*S, 3) normalised coordinates, last dim ordered (x=W, y=H, z=D); for an
+        image (B, *S, 2) or (*S, 2), ordered (x=W, y=H). Same dtype as ``coords``.
     """
-    channel_dim = 1 if coords.dim() == 5 else 0
+    channel_dim = 1 if coords.dim() == len(shape) + 2 else 0
     scales = _scales(shape)
-    parts = [coords.select(channel_dim, axis) * scales[axis] - 1.0 for axis in (2, 1, 0)]
+    parts = [coords.select(channel_dim, axis) * scales[axis] - 1.0
+             for axis in reversed(range(len(shape)))]
     return torch.stack(parts, dim=-1)
 
 
@@ -97,7 +107,7 @@ def displacement_to_grid(displacement: torch.Tensor, source_shape: Shape3,
     if displacement.dim() != 5 or displacement.shape[1] != 3:
         raise ValueError(f"expected a (B, 3, D, H, W) displacement, got {tuple(displacement.shape)}")
     batch, _, *target = displacement.shape
-    scales = _scales(source_shape)
+    scales = _scales(source_shape, (3,))
     factors = [float(scale)] * 3 if isinstance(scale, (int, float)) else [float(v) for v in scale]
     grid = torch.empty((batch, *target, 3), dtype=displacement.dtype, device=displacement.device)
     for axis in range(3):
