@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from synthgen.errors import SynthgenError
+from synthgen.errors import SynthgenError, first_line
 
 FORMAT = "synthgen-pretrain/1"
 LAST = "last.pt"
@@ -141,8 +141,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise SynthgenError(f"{path} is not a readable checkpoint ({first})") from None
+        raise SynthgenError(f"{path} is not a readable checkpoint ({first_line(err)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise SynthgenError(f"{path} is not a {FORMAT} checkpoint (format {found!r})")

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Union
 
+from synthgen.config_values import field_names, unknown_keys
 from synthgen.errors import SynthgenError
 
 LOOP_SECTIONS = ("data", "optim", "schedule", "train")
@@ -310,11 +311,10 @@ def _check_sections(layer: Mapping[str, Any], source: str) -> None:
 
 
 def _check_keys(cls: type, section: str, keys: Any, source: str = "--set") -> None:
-    valid = [f.name for f in dataclasses.fields(cls)]
-    unknown = [key for key in keys if key not in valid]
+    unknown = unknown_keys(cls, keys)
     if unknown:
         raise SynthgenError(f"unknown config key {section}.{unknown[0]} in {source}; valid keys of "
-                            f"{section}: {', '.join(valid)}")
+                            f"{section}: {', '.join(field_names(cls))}")
 
 
 def _hints(cls: type) -> dict[str, Any]:

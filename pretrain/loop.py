@@ -41,6 +41,7 @@ from pretrain.metrics_log import RunLog
 from pretrain.optim import apply_schedule, build_optimizer, build_scheduler
 from pretrain.recipe import Recipe
 from pretrain.registry import get_recipe
+from synthgen.config_values import field_names, unknown_keys
 from synthgen.errors import SynthgenError
 from synthgen.ops.augment.online import OnlineAugmentConfig
 from synthgen.seeding import generator_from, seed_from
@@ -186,11 +187,10 @@ class _Run:
 
     def _augment_config(self) -> dict[str, Any] | None:
         overrides = self.config.data.augment
-        valid = [f.name for f in dataclasses.fields(OnlineAugmentConfig)]
-        unknown = [key for key in overrides if key not in valid]
+        unknown = unknown_keys(OnlineAugmentConfig, overrides)
         if unknown:
             raise SynthgenError(f"unknown config key data.augment.{unknown[0]}; valid keys of data.augment: "
-                                f"{', '.join(valid)}")
+                                f"{', '.join(field_names(OnlineAugmentConfig))}")
         return overrides or None
 
     def _build(self, saved: dict[str, Any] | None) -> None:

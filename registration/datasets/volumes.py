@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 
 from registration.datasets.pair_files import Spacing
-from synthgen.errors import SynthgenError
+from synthgen.errors import SynthgenError, first_line
 
 NIFTI = (".nii", ".nii.gz")
 
@@ -53,8 +53,7 @@ def _read(path: Path, what: str, pair: str) -> _Volume:
                 raise ValueError(f"it holds {len(archive.files)} arrays ({', '.join(archive.files)})")
             return _Volume(archive["arr_0" if "arr_0" in archive.files else archive.files[0]], None, None)
     except Exception as err:  # nibabel/numpy/zlib/zipfile raise many unrelated types
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise _error(pair, what, path, f"cannot be read ({reason}); re-export it as one 3-D "
+        raise _error(pair, what, path, f"cannot be read ({first_line(err)}); re-export it as one 3-D "
                                        f"volume per file") from err
 
 

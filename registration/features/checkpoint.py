@@ -33,16 +33,11 @@ import torch
 from torch import nn
 
 from registration.features.options import check_feature_defaults
-from synthgen.errors import SynthgenError
+from synthgen.errors import SynthgenError, first_line
 
 FORMAT = "synthgen-module/1"
 TORCHSCRIPT_DEFAULTS = "synthgen_features.json"
 _CLASS_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def _write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
@@ -110,7 +105,7 @@ def _load_torchscript(path: Path) -> tuple[nn.Module, dict[str, object]]:
             module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
         defaults = json.loads(extra[TORCHSCRIPT_DEFAULTS]) if extra[TORCHSCRIPT_DEFAULTS] else {}
     except (RuntimeError, ValueError) as exc:
-        raise SynthgenError(f"could not load TorchScript feature module {path} ({_one_line(exc)}); "
+        raise SynthgenError(f"could not load TorchScript feature module {path} ({first_line(exc, with_type=True)}); "
                             f"re-export it with torch.jit.save") from None
     if not isinstance(defaults, dict):
         raise SynthgenError(f"{TORCHSCRIPT_DEFAULTS} in {path} is not a JSON object; "
@@ -125,7 +120,7 @@ def import_class(class_path: str, where: Path) -> type:
         for part in qualname.split("."):
             target = getattr(target, part)
     except (ImportError, AttributeError) as exc:
-        raise SynthgenError(f"cannot import {class_path!r} named by checkpoint {where} ({_one_line(exc)}); "
+        raise SynthgenError(f"cannot import {class_path!r} named by checkpoint {where} ({first_line(exc, with_type=True)}); "
                             f"install the package that defines it") from None
     if not isinstance(target, type) or not issubclass(target, nn.Module):
         raise SynthgenError(f"{class_path!r} named by checkpoint {where} is not a torch.nn.Module class; "
@@ -137,7 +132,7 @@ def _load_payload(path: Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types for unreadable or foreign files
-        raise SynthgenError(f"could not read feature checkpoint {path} ({_one_line(exc)}); expected a "
+        raise SynthgenError(f"could not read feature checkpoint {path} ({first_line(exc, with_type=True)}); expected a "
                             f"{FORMAT} checkpoint (save_feature_checkpoint) or a TorchScript file") from None
     keys = {"format", "module", "args", "state_dict"}
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or not keys <= payload.keys():
@@ -183,7 +178,7 @@ def load_feature_module(path: str | os.PathLike) -> tuple[nn.Module, dict[str, o
     try:
         module = cls(**payload["args"])
     except Exception as exc:  # any constructor error means args and class disagree
-        raise SynthgenError(f"{payload['module']}(**args) from checkpoint {path} failed ({_one_line(exc)}); "
+        raise SynthgenError(f"{payload['module']}(**args) from checkpoint {path} failed ({first_line(exc, with_type=True)}); "
                             f"the checkpoint's args do not fit its class") from None
     problems = _state_dict_problems(module.state_dict(), payload["state_dict"])
     if problems:

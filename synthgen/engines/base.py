@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from synthgen.config_values import field_names, unknown_keys
 from synthgen.errors import SynthgenError
 
 FIELD_KINDS = ("image", "labels", "displacement")
@@ -52,12 +53,11 @@ class Engine(ABC):
     Config: ClassVar[type]
 
     def __init__(self, **config: Any) -> None:
-        known = {f.name for f in dataclasses.fields(self.Config)}
-        unknown = sorted(set(config) - known)
+        unknown = sorted(unknown_keys(self.Config, config))
         if unknown:
             raise SynthgenError(
                 f"unknown {self.name} parameter(s) {', '.join(unknown)}; "
-                f"valid: {', '.join(sorted(known))}")
+                f"valid: {', '.join(sorted(field_names(self.Config)))}")
         self.config = self.Config(**config)
         self.validate()
 

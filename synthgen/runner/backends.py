@@ -13,7 +13,7 @@ import socket
 import sys
 from collections.abc import Iterator
 
-from synthgen.errors import SynthgenError
+from synthgen.errors import SynthgenError, first_line
 from synthgen.runner.task import ShardResult, make_shard
 
 TASK_RETRIES = 3
@@ -76,7 +76,7 @@ def connect_ray(workers: int | None = None, address: str | None = None) -> bool:
             ray.init(address=address, logging_level="WARNING")
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise SynthgenError(
-                f"cannot connect to the Ray cluster at {address} ({str(err).splitlines()[0]}); "
+                f"cannot connect to the Ray cluster at {address} ({first_line(err)}); "
                 f"check the address printed by `ray start --head`") from None
     else:
         ray.init(num_cpus=workers, include_dashboard=False, _node_ip_address="127.0.0.1",

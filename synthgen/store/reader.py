@@ -12,7 +12,7 @@ import zarr
 
 from synthgen.engines import Engine, FieldSpec, engine_names, get_engine
 
-from synthgen.errors import SynthgenError
+from synthgen.errors import SynthgenError, first_line
 from synthgen.store.commits import committed_shards
 from synthgen.store.generated import GeneratedDataset, is_generated_spec
 from synthgen.store.info import DatasetInfo
@@ -195,7 +195,7 @@ class Dataset:
         except Exception as err:  # zarr, its codecs and shard_reader raise ValueError/RuntimeError/...
             raise SynthgenError(
                 f"shard {shard} of field {field} in {self.path} is corrupt ({type(err).__name__}: "
-                f"{str(err).splitlines()[0] if str(err) else 'unreadable'}); run `synthgen verify "
+                f"{first_line(err)}); run `synthgen verify "
                 f"{self.path}` and regenerate the damaged shards") from err
 
 

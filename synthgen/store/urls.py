@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from synthgen.errors import SynthgenError
+from synthgen.errors import SynthgenError, first_line
 
 CACHE_PROTOCOLS = ("simplecache", "filecache")
 UNSUPPORTED_CACHE_PROTOCOLS = ("blockcache", "cached")
@@ -48,35 +48,30 @@ def is_remote_url(path: str) -> bool:
     return "://" in str(path) or "::" in str(path)
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def environment_error(url: str, err: BaseException, writing: bool = False) -> SynthgenError | None:
     """A one-line SynthgenError for an error of the storage environment (missing library,
     credentials, endpoint, permissions, bucket), or None for anything else."""
     names = {cls.__name__ for cls in type(err).__mro__}
     if isinstance(err, ImportError):
-        return SynthgenError(f"cannot open {url}: {_first_line(err)}; {INSTALL_HINT}")
+        return SynthgenError(f"cannot open {url}: {first_line(err)}; {INSTALL_HINT}")
     if any("Credentials" in name for name in names) or "DefaultCredentialsError" in names:
         return SynthgenError(
-            f"no credentials for {url} ({_first_line(err)}); for S3 set AWS_ACCESS_KEY_ID and "
+            f"no credentials for {url} ({first_line(err)}); for S3 set AWS_ACCESS_KEY_ID and "
             f"AWS_SECRET_ACCESS_KEY (or AWS_PROFILE / ~/.aws/credentials), for GCS run "
             f"`gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS")
     if isinstance(err, PermissionError):
         return SynthgenError(
-            f"access to {url} was denied ({_first_line(err)}); check the credentials and the "
+            f"access to {url} was denied ({first_line(err)}); check the credentials and the "
             f"bucket's permissions")
     if (names & {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
                  "ClientConnectorError", "ServerDisconnectedError", "ConnectionClosedError"}
             or isinstance(err, (ConnectionError, TimeoutError))):
         return SynthgenError(
-            f"cannot reach the storage service for {url} ({_first_line(err)}); check the network "
+            f"cannot reach the storage service for {url} ({first_line(err)}); check the network "
             f"and AWS_ENDPOINT_URL (S3-compatible services)")
     if writing and isinstance(err, FileNotFoundError):
         return SynthgenError(
-            f"cannot write to {url} ({_first_line(err)}); create the bucket first "
+            f"cannot write to {url} ({first_line(err)}); create the bucket first "
             f"(e.g. `aws s3 mb s3://BUCKET`)")
     return None
 

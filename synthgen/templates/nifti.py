@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import nibabel as nib
 
-from synthgen.errors import SynthgenError
+from synthgen.errors import SynthgenError, first_line
 
 
 def read_volume(path: str) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -29,8 +29,7 @@ def read_volume(path: str) -> tuple[np.ndarray, tuple[float, float, float]]:
         data = np.asanyarray(image.dataobj)
         zooms = image.header.get_zooms()
     except Exception as err:  # nibabel raises many types (ImageFileError, EOFError, zlib.error, OSError)
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise SynthgenError(f"cannot read NIfTI file {path} ({reason}); re-download it or remove it "
+        raise SynthgenError(f"cannot read NIfTI file {path} ({first_line(err)}); re-download it or remove it "
                             f"from the source folder") from err
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
