@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from synthgen.atomic_files import write_atomically
 from synthgen.errors import SynthgenError, first_line
 
 FORMAT = "synthgen-pretrain/1"
@@ -89,32 +90,33 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Write ``payload`` (with ``"format"`` set) to ``path`` atomically: a partial file in the
     same directory, flushed to disk, then renamed over ``path``."""
     path = Path(path)
-    partial = path.with_name(f"{PARTIAL_PREFIX}{path.name}.{os.getpid()}")
-    try:
+
+    def write(partial: Path) -> None:
         with open(partial, "wb") as handle:
             torch.save({"format": FORMAT, **payload}, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-    return path
+
+    return write_atomically(path, write, _partial_for(path))
 
 
 def keep_copy(path: str | os.PathLike, step: int) -> Path:
     """A lasting copy ``step-NNNNNNNN.pt`` of checkpoint ``path`` (a hard link where possible)."""
     path = Path(path)
     target = path.with_name(f"step-{step:08d}.pt")
-    partial = path.with_name(f"{PARTIAL_PREFIX}{target.name}.{os.getpid()}")
-    try:
+
+    def write(partial: Path) -> None:
         try:
             os.link(path, partial)
         except OSError:
             shutil.copyfile(path, partial)
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
-    return target
+
+    return write_atomically(target, write, _partial_for(target))
+
+
+def _partial_for(path: Path) -> Path:
+    """This process's partial file for ``path`` (:func:`remove_partials` finds it by its prefix)."""
+    return path.with_name(f"{PARTIAL_PREFIX}{path.name}.{os.getpid()}")
 
 
 def remove_partials(run_dir: str | os.PathLike) -> None:

@@ -26,29 +26,19 @@ import os
 import re
 import warnings
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from registration.features.options import check_feature_defaults
+from synthgen.atomic_files import write_atomically
 from synthgen.errors import SynthgenError, first_line
 
 FORMAT = "synthgen-module/1"
 TORCHSCRIPT_DEFAULTS = "synthgen_features.json"
 _CLASS_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-
-
-def _write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        write(partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-    return path
 
 
 def save_feature_checkpoint(path: str | os.PathLike, module_class_path: str, args: Mapping[str, object],
@@ -75,7 +65,7 @@ def save_feature_checkpoint(path: str | os.PathLike, module_class_path: str, arg
     payload = {"format": FORMAT, "module": module_class_path, "args": dict(args),
                "state_dict": {key: value.detach().cpu() for key, value in state_dict.items()},
                "features": defaults}
-    return _write_atomically(path, lambda target: torch.save(payload, target))
+    return write_atomically(path, lambda target: torch.save(payload, target))
 
 
 def save_feature_torchscript(path: str | os.PathLike, module: nn.Module, **feature_defaults: object) -> Path:
@@ -86,7 +76,7 @@ def save_feature_torchscript(path: str | os.PathLike, module: nn.Module, **featu
     with warnings.catch_warnings():  # TorchScript is deprecated in recent torch, but supported here
         warnings.simplefilter("ignore", DeprecationWarning)
         scripted = module if isinstance(module, torch.jit.ScriptModule) else torch.jit.script(module)
-        return _write_atomically(Path(path), lambda target: torch.jit.save(scripted, str(target),
+        return write_atomically(path, lambda target: torch.jit.save(scripted, str(target),
                                                                             _extra_files=extra))
 
 

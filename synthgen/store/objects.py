@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+from pathlib import Path
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from synthgen.atomic_files import write_atomically
 from synthgen.errors import SynthgenError
 from synthgen.store.cache import ObjectCache, cache_directory, is_metadata_key
 from synthgen.store.urls import refuse_cache_write, split_cache_url, translated_errors
@@ -109,13 +111,14 @@ class ObjectStore:
             with self._errors(writing=True):
                 self.fs.pipe_file(target, data)
             return
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        temp = f"{target}.{uuid.uuid4().hex}.tmp"
-        with open(temp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
+
+        def write(temp: Path) -> None:
+            with open(temp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+
+        write_atomically(target, write, f"{target}.{uuid.uuid4().hex}.tmp")
 
     def existing_output(self, kind: str) -> bool:
         """Check the root as an output location for a ``kind`` ("dataset", "template bank"):
