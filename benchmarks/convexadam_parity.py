@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.registration.run import Registered, register, score
+from benchmarks.registration.run import Registered, initial_scores, register, score
 from benchmarks.registration.sources import BenchPair, open_pairs
 from registration.convexadam import ConvexAdamParams
 from registration.features import get_extractor
@@ -58,8 +58,9 @@ def run(pair_specs: list[str], limit: int | None, params: ConvexAdamParams) -> l
     for spec in pair_specs:
         for source in open_pairs(spec)[:limit]:
             bench = source.load()
-            ours = score(register(bench, extractor, params, torch.device("cpu"))).scores
-            reference = score(reference_registration(bench, params)).scores
+            initial = initial_scores(bench)
+            ours = score(register(bench, extractor, params, torch.device("cpu")), initial).scores
+            reference = score(reference_registration(bench, params), initial).scores
             row = {"pair": source.name, "shape": "x".join(map(str, bench.pair.fixed.shape)),
                    "ours": {k: ours[k] for k in REPORTED if k in ours},
                    "reference": {k: reference[k] for k in REPORTED if k in reference}}

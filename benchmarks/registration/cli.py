@@ -28,7 +28,6 @@ from benchmarks.registration.run import PairResult, Registered, run_pairs, warpe
 from benchmarks.registration.sources import open_pairs
 from registration.convexadam import ConvexAdamParams
 from registration.features import EXTRACTOR_NAMES, get_extractor
-from registration.warp import warp_labels
 from synthgen.cli import OneLineParser, dispatch, parse_overrides
 from synthgen.config_values import parse_value
 from synthgen.errors import SynthgenError
@@ -126,12 +125,10 @@ def _overlay_writer(out: str, count: int, features: str):
         if len(written) >= count:
             return
         pair = registered.bench.pair
-        warped_labels = (None if pair.moving_labels is None
-                         else warp_labels(pair.moving_labels, registered.displacement))
         dice = result.scores.get("dice", float("nan"))
         path = os.path.join(out, f"overlay_{_safe_name(pair.name)}.png")
         plots.overlay(pair.fixed, pair.moving, warped_image(registered), pair.fixed_labels,
-                      pair.moving_labels, warped_labels, pair.spacing, path,
+                      pair.moving_labels, registered.warped_labels, pair.spacing, path,
                       f"{pair.name}, features {features}: mean Dice {dice:.3f}")
         written.append(path)
 

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from benchmarks.registration.report import aggregate
-from benchmarks.registration.run import Extractor, PairResult, align, extract, score
+from benchmarks.registration.run import (Extractor, PairResult, align, extract, initial_scores,
+                                         score)
 from benchmarks.registration.sources import PairSource
 from registration.convexadam import ConvexAdamParams
 from synthgen.errors import SynthgenError
@@ -73,7 +74,8 @@ def search(sources: Sequence[PairSource], extractor: Extractor, base: ConvexAdam
            device: torch.device, grid: Mapping[str, Sequence[Any]] = DEFAULT_GRID,
            log=print) -> GridOutcome:
     """Run every setting of ``grid`` (overriding ``base``) on ``sources`` and pick one. Each
-    pair is loaded and its features extracted once, then registered with every setting."""
+    pair is loaded and its features and initial scores computed once, then registered with
+    every setting."""
     tried = settings(grid)
     results: list[list[PairResult]] = [[] for _ in tried]
     for source in sources:
@@ -83,8 +85,10 @@ def search(sources: Sequence[PairSource], extractor: Extractor, base: ConvexAdam
             for per_setting in results:
                 per_setting.append(PairResult(source.name, error=str(err)))
             continue
+        initial = initial_scores(extracted.bench)
         for per_setting, overrides in zip(results, tried):
-            per_setting.append(score(align(extracted, dataclasses.replace(base, **overrides), device)))
+            registered = align(extracted, dataclasses.replace(base, **overrides), device)
+            per_setting.append(score(registered, initial))
     aggregates = [aggregate(per_setting) for per_setting in results]
     for overrides, summary in zip(tried, aggregates):
         log(f"grid {overrides}: mean Dice {summary.get('dice', {}).get('mean', math.nan):.4f}")

@@ -11,6 +11,7 @@ extraction alone in ``feature_seconds``; data loading and scoring are not timed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Iterable
 
@@ -44,6 +45,13 @@ class Registered:
     displacement: torch.Tensor
     feature_seconds: float
     seconds: float
+
+    @functools.cached_property
+    def warped_labels(self) -> torch.Tensor | None:
+        """The moving labels warped onto the fixed grid by nearest neighbour (None without
+        labels), computed once for scoring and overlays."""
+        labels = self.bench.pair.moving_labels
+        return None if labels is None else warp_labels(labels, self.displacement)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -92,32 +100,45 @@ def register(bench: BenchPair, extractor: Extractor, params: ConvexAdamParams,
     return align(extract(bench, extractor, device), params, device)
 
 
-def score(registered: Registered) -> PairResult:
-    """Every score that the pair's data allows (labels, landmarks, a true displacement)."""
+def initial_scores(bench: BenchPair) -> dict[str, float]:
+    """The scores before registration (Dice, TRE and end-point error of a zero field), which
+    depend on the pair alone: compute them once per pair and hand them to :func:`score`."""
+    pair = bench.pair
+    initial: dict[str, float] = {}
+    if pair.fixed_labels is not None and pair.moving_labels is not None:
+        initial["dice_initial"] = metrics.label_mean(
+            metrics.dice(pair.fixed_labels, pair.moving_labels, pair.label_ids))
+    if pair.fixed_landmarks is not None and pair.moving_landmarks is not None:
+        zero = torch.zeros((3, *pair.fixed.shape))
+        initial["tre_initial"] = float(np.mean(metrics.tre(
+            pair.fixed_landmarks, pair.moving_landmarks, zero, pair.spacing)))
+    if bench.true_displacement is not None:
+        initial["epe_initial"] = metrics.endpoint_error(torch.zeros_like(bench.true_displacement),
+                                                        bench.true_displacement)
+    return initial
+
+
+def score(registered: Registered, initial: dict[str, float]) -> PairResult:
+    """Every score that the pair's data allows (labels, landmarks, a true displacement), with
+    the pair's ``initial`` scores (from :func:`initial_scores`) alongside."""
     bench, disp = registered.bench, registered.displacement
     pair = bench.pair
     jacobian = metrics.jacobian_determinant(disp)
     scores = {"sdlogj": metrics.sdlogj(jacobian), "sdlogj_l2r": metrics.sdlogj_l2r(jacobian),
               "fold_pct": metrics.fold_pct(jacobian), "seconds": registered.seconds,
-              "feature_seconds": registered.feature_seconds}
+              "feature_seconds": registered.feature_seconds, **initial}
     label_dice: dict[int, float] = {}
     if pair.fixed_labels is not None and pair.moving_labels is not None:
-        warped = warp_labels(pair.moving_labels, disp)
+        warped = registered.warped_labels
         label_dice = metrics.dice(pair.fixed_labels, warped, pair.label_ids)
-        initial = metrics.dice(pair.fixed_labels, pair.moving_labels, pair.label_ids)
         scores["dice"] = metrics.label_mean(label_dice)
-        scores["dice_initial"] = metrics.label_mean(initial)
         scores["hd95"] = metrics.label_mean(metrics.hd95(pair.fixed_labels, warped, pair.label_ids,
                                                           pair.spacing))
     if pair.fixed_landmarks is not None and pair.moving_landmarks is not None:
-        zero = torch.zeros_like(disp)
         scores["tre"] = float(np.mean(metrics.tre(pair.fixed_landmarks, pair.moving_landmarks,
                                                   disp, pair.spacing)))
-        scores["tre_initial"] = float(np.mean(metrics.tre(pair.fixed_landmarks, pair.moving_landmarks,
-                                                          zero, pair.spacing)))
     if bench.true_displacement is not None:
         scores["epe"] = metrics.endpoint_error(disp, bench.true_displacement)
-        scores["epe_initial"] = metrics.endpoint_error(torch.zeros_like(disp), bench.true_displacement)
     return PairResult(pair.name, {k: float(v) for k, v in scores.items()}, label_dice)
 
 
@@ -139,7 +160,7 @@ def run_pairs(sources: Iterable[PairSource], extractor: Extractor, params: Conve
         except SynthgenError as err:
             results.append(PairResult(source.name, error=str(err)))
             continue
-        result = score(registered)
+        result = score(registered, initial_scores(registered.bench))
         results.append(result)
         if on_registered is not None:
             on_registered(registered, result)
