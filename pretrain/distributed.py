@@ -12,6 +12,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from synthgen.devices import resolve_device
 from synthgen.errors import SynthgenError
 
 
@@ -76,15 +77,8 @@ class Distributed:
 def select_device(name: str, local_rank: int = 0) -> torch.device:
     """``train.device``: "auto" (CUDA device ``local_rank`` when CUDA is present, else the CPU),
     "cpu", "cuda" (device ``local_rank``) or "cuda:N"."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise SynthgenError(f"train.device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
+    device = resolve_device(name, "train.device")
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SynthgenError(f"train.device={name} but CUDA is not available; use train.device=auto or cpu")
         return torch.device("cuda", local_rank if device.index is None else device.index)
     if device.type != "cpu":
         raise SynthgenError(f"train.device must be auto, cpu, cuda or cuda:N, got {name!r}")

@@ -77,6 +77,7 @@ import torch.nn.functional as F
 
 from registration._trilinear import SliceSampler
 from registration._workers import Workers, cpu_workers, parts
+from synthgen.config_values import field_names, unknown_keys
 from synthgen.ops.interpolate import upsample
 from synthgen.ops.warp import warp
 
@@ -443,10 +444,10 @@ def convex_adam(fixed_features: torch.Tensor, moving_features: torch.Tensor,
             volume, or an empty mask.
     """
     base = params if params is not None else ConvexAdamParams()
-    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(ConvexAdamParams)})
+    unknown = sorted(unknown_keys(ConvexAdamParams, overrides))
     if unknown:
-        valid = ", ".join(f.name for f in dataclasses.fields(ConvexAdamParams))
-        raise ValueError(f"unknown ConvexAdam parameter(s) {', '.join(unknown)}; valid: {valid}")
+        raise ValueError(f"unknown ConvexAdam parameter(s) {', '.join(unknown)}; valid: "
+                         f"{', '.join(field_names(ConvexAdamParams))}")
     params = dataclasses.replace(base, **overrides)
     fixed = _as_features(fixed_features, "fixed_features")
     moving = _as_features(moving_features, "moving_features")

@@ -19,7 +19,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 
 from benchmarks.registration import grid as grid_search
 from benchmarks.registration import plots
@@ -29,7 +28,8 @@ from benchmarks.registration.sources import open_pairs
 from registration.convexadam import ConvexAdamParams
 from registration.features import EXTRACTOR_NAMES, get_extractor
 from synthgen.cli import OneLineParser, dispatch, parse_overrides
-from synthgen.config_values import parse_value
+from synthgen.config_values import field_names, parse_value, unknown_keys
+from synthgen.devices import resolve_device
 from synthgen.errors import SynthgenError
 
 EXIT_PAIRS_FAILED = 1
@@ -67,11 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
 def params_from(overrides: Sequence[str]) -> ConvexAdamParams:
     """ConvexAdamParams with ``--set`` overrides; unknown keys name the valid ones."""
     values = parse_overrides(overrides)
-    valid = [f.name for f in dataclasses.fields(ConvexAdamParams)]
-    unknown = sorted(set(values) - set(valid))
+    unknown = sorted(unknown_keys(ConvexAdamParams, values))
     if unknown:
         raise SynthgenError(f"--set {unknown[0]}: no such ConvexAdam hyper-parameter; "
-                            f"valid ones are {', '.join(valid)}")
+                            f"valid ones are {', '.join(field_names(ConvexAdamParams))}")
     try:
         return ConvexAdamParams(**values)
     except (TypeError, ValueError) as err:
@@ -82,7 +81,7 @@ def grid_from(values: Sequence[str]) -> dict[str, tuple[Any, ...]]:
     """``["grid_sp=4,6"]`` -> ``{"grid_sp": (4, 6)}``; the default grid when empty."""
     if not values:
         return dict(grid_search.DEFAULT_GRID)
-    valid = [f.name for f in dataclasses.fields(ConvexAdamParams)]
+    valid = field_names(ConvexAdamParams)
     grid = {}
     for text in values:
         key, sep, items = text.partition("=")
@@ -91,18 +90,6 @@ def grid_from(values: Sequence[str]) -> dict[str, tuple[Any, ...]]:
                                 f"{', '.join(valid)}")
         grid[key] = tuple(parse_value(v) for v in items.split(","))
     return grid
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise SynthgenError(f"--device {name!r} is not a device; use auto, cpu or cuda[:N]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SynthgenError(f"--device {name}: no CUDA device here; use --device cpu")
-    return device
 
 
 def prepare_out(out: str, overwrite: bool) -> None:
@@ -145,7 +132,7 @@ def _write_grid(rows: list[dict[str, Any]], path: str) -> None:
 def cmd_register(args: argparse.Namespace) -> int:
     params = params_from(args.overrides)
     grid = grid_from(args.grid_values) if args.grid else None
-    device = pick_device(args.device)
+    device = resolve_device(args.device, "--device")
     extractor = get_extractor(args.features, device)
     sources = open_pairs(args.pairs)[:args.limit]
     if not sources:

@@ -12,6 +12,7 @@ from registration.features.modules import ModuleInput
 from registration.features.slicewise import SliceFeatures
 from registration.features.spec import parse_spec, resolve_options
 from registration.features.volume import CheckpointFeatures
+from synthgen.devices import resolve_device
 from synthgen.errors import SynthgenError
 
 _PLAIN: dict[str, type[FeatureExtractor]] = {"mind": MindFeatures, "intensity": IntensityFeatures}
@@ -49,16 +50,6 @@ def describe_extractors() -> str:
     return "\n".join(lines)
 
 
-def _device(device: torch.device | str) -> torch.device:
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise SynthgenError(f"{device!r} is not a torch device; use e.g. cpu, cuda or cuda:1") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SynthgenError(f"device {device} was asked for but CUDA is not available; use cpu")
-    return device
-
-
 def get_extractor(spec: str, device: torch.device | str = "cpu") -> FeatureExtractor:
     """Build the extractor a spec names, on ``device``.
 
@@ -70,7 +61,7 @@ def get_extractor(spec: str, device: torch.device | str = "cpu") -> FeatureExtra
             argument, an unknown or invalid option, or a checkpoint that does not load.
     """
     parsed = parse_spec(spec)
-    device = _device(device)
+    device = resolve_device(device)
     if parsed.name in _PLAIN:
         if parsed.arg is not None:
             raise SynthgenError(f"extractor {parsed.name!r} takes no argument, got {parsed.name}:{parsed.arg}; "
