@@ -2,7 +2,8 @@
 
 Run: .venv/bin/python -m benchmarks.stream_throughput [--n 128] [--size 128] [--workers 0 1 2]
      [--batch-size 4] [--rounds 3] [--cold fadvise|drop_caches|none] [--torch-threads 1]
-     [--malloc-tuned] [--json OUT] [--keep DIR] [--profile OUT.prof]
+     [--direct-rounds 7] [--no-grid] [--baseline-source DIR] [--malloc-tuned] [--json OUT] [--keep DIR]
+     [--profile OUT.prof]
 
 One label-ensemble dataset is generated once (``synthgen.runner.generate``, local backend) and
 the same samples are written as raw ``.npy`` files (one per sample per field) and, when the
@@ -30,6 +31,12 @@ file of the reader after ``os.sync()`` and checks with ``fincore`` (util-linux) 
 their pages stay resident (reported as "resident before"); ``--cold drop_caches`` writes 3 to
 ``/proc/sys/vm/drop_caches`` (root only; drops the whole machine's cache, which slows everything
 else on a shared machine); ``--cold none`` skips cold passes.
+
+First (``--direct-rounds R``, 0 skips it) the direct cell of ``benchmarks.stream_direct``: the
+stream iterated without a DataLoader at its default batch size 1, against ``np.load``, on the
+dataset and on copies of it in the other store layouts (no chunk checksums, other label codecs),
+then the label codecs alone; ``--baseline-source DIR`` adds an earlier synthgen's direct cell.
+``--no-grid`` runs only that.
 
 LitData is optional (``pip install litdata`` pulls torchvision and a CUDA torch as
 dependencies; installing ``litdata`` and its light dependencies with ``--no-deps`` into a
@@ -296,7 +303,7 @@ def in_child(spec: dict[str, Any]) -> list[dict[str, Any]]:
 def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     zarr_path = prepare_synthgen(root, args.n, args.size)
     npy_dir = prepare_npy(root, zarr_path, args.n)
-    lit_dir = None if args.no_litdata else prepare_litdata(root, npy_dir, args.n)
+    lit_dir = None if args.no_litdata or args.no_grid else prepare_litdata(root, npy_dir, args.n)
     sample_bytes = args.size ** 3 * 3  # uint8 labels + float16 view1
 
     data = {"npy": npy_dir, "synthgen": zarr_path}
@@ -322,13 +329,25 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 "profile": args.profile, "torch_threads": args.torch_threads,
                 "malloc_tuned": args.malloc_tuned}
 
-    variants = [(name, shuffle) for name in readers for shuffle in (False, True)]
+    direct, codecs = None, None
+    if args.direct_rounds and not args.no_synthgen:
+        from benchmarks.stream_direct import before_after, codec_table, direct_cell, prepare_variants
+
+        layouts = prepare_variants(root, zarr_path)
+        direct = direct_cell(layouts, npy_dir, args.n, args.direct_rounds, args.torch_threads)
+        codecs = codec_table(npy_dir, args.n)
+        if args.baseline_source:
+            direct["before_after"] = before_after(args.baseline_source, layouts, npy_dir, args.n,
+                                                  args.direct_rounds, args.torch_threads)
+
+    variants = [(name, shuffle) for name in readers for shuffle in (False, True)] if not args.no_grid else []
     for name, shuffle in variants:  # correctness, once per variant, untimed
         in_child(spec(name, shuffle, max(args.workers), ["check"]))
-    print(f"checked: {', '.join(readers)} deliver the dataset's bytes, each sample once", file=sys.stderr)
+    if variants:
+        print(f"checked: {', '.join(readers)} deliver the dataset's bytes, each sample once", file=sys.stderr)
 
     raw: list[dict[str, Any]] = []
-    for round_ in range(args.rounds):
+    for round_ in range(args.rounds if variants else 0):
         for workers in args.workers:
             for name, shuffle in variants:
                 resident = None
@@ -356,7 +375,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
     caches = ["cold", "warm"] if args.cold != "none" else ["warm"]
     summary = []
-    for workers in args.workers:
+    for workers in args.workers if variants else []:
         for name, shuffle in variants:
             for cache in caches:
                 key = (workers, shuffle, cache)
@@ -377,7 +396,8 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             "cold_method": args.cold, "torch_threads": args.torch_threads,
             "malloc_env": MALLOC_TUNED if args.malloc_tuned else None, "reader_source": reader_source(),
             "litdata_chunk_bytes": LITDATA_CHUNK_BYTES if lit_dir else None,
-            "notes": notes, "environment": environment(), "summary": summary, "passes": raw}
+            "notes": notes, "environment": environment(), "direct": direct, "label_codecs": codecs,
+            "summary": summary, "passes": raw}
 
 
 def reader_source() -> dict[str, str]:
@@ -415,6 +435,12 @@ def print_table(result: dict[str, Any]) -> None:
                                                    for k, v in result["stored_bytes_per_sample"].items()))
     for note in result["notes"]:
         print(f"note: {note}")
+    if result["direct"]:
+        from benchmarks.stream_direct import print_direct
+
+        print_direct(result["direct"], result["label_codecs"])
+    if not result["summary"]:
+        return
     print("| workers | reader | shuffle | cache | samples/s | MB/s | first batch ms | x npy (min-max) |")
     print("|---|---|---|---|---|---|---|---|")
     for row in result["summary"]:
@@ -441,6 +467,13 @@ def main() -> None:
     parser.add_argument("--json", help="write all passes and the summary here")
     parser.add_argument("--keep", help="data directory to create or reuse (default: a temporary one, deleted)")
     parser.add_argument("--profile", help="cProfile a warm synthgen pass (0 workers, shuffle) into this file")
+    parser.add_argument("--direct-rounds", type=int, default=7,
+                        help="rounds of the direct cell (0 workers, batch 1, no DataLoader) and its layout "
+                             "variants, alternated with np.load in one process (0: skip it and the codec table)")
+    parser.add_argument("--no-grid", action="store_true", help="only the direct cell and the codec table")
+    parser.add_argument("--baseline-source", metavar="DIR",
+                        help="also time the direct cell with this synthgen source tree (e.g. `git archive "
+                             "COMMIT synthgen | tar -x -C DIR`) on the zstd-no-crc copy, alternated with today's")
     parser.add_argument("--no-litdata", action="store_true")
     parser.add_argument("--no-synthgen", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)

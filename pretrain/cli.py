@@ -21,6 +21,7 @@ from pretrain.loop import TrainingInterrupted, train
 from pretrain.registry import get_recipe, recipe_names
 from synthgen.cli import EXIT_INTERRUPTED, OneLineParser, parse_overrides, run_command
 from synthgen.errors import SynthgenError
+from synthgen.store.output_paths import check_output_path
 
 PROG = "synthgen-pretrain"
 
@@ -91,6 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    check_output_path(args.out, "feature checkpoint", folder=False, example="features.pt")
     path = resolve_checkpoint(args.run)
     checkpoint = load_checkpoint(path)
     recipe_cls = get_recipe(checkpoint["recipe"])

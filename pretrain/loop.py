@@ -14,6 +14,11 @@ uninterrupted run to n. Validation runs under a forked RNG and never changes wha
 Under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is created from the environment (NCCL
 on CUDA, else gloo), modules with parameters are wrapped in DistributedDataParallel, the stream
 partitions samples by rank, and only rank 0 writes logs, checkpoints and features.
+
+Data wait (see :mod:`pretrain.intervals`): per logging interval the host time each step waited
+for its batch (reader, transfer and on-device stage) as a fraction of the interval's wall time,
+and samples/s, in the console line, TensorBoard (``data/wait_fraction``, ``data/samples_per_s``)
+and the returned summary. Timing draws no random numbers and is not checkpointed.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from pretrain import checkpoint as ckpt
 from pretrain.batches import Split, TrainBatches, resolve_crop, split_shards, stream_fields, validation_batches
 from pretrain.config import RunConfig, differing_keys, from_dict
 from pretrain.distributed import Distributed, init_distributed, wrap_modules
+from pretrain.intervals import DataTotals, Window
 from pretrain.metrics_log import RunLog
 from pretrain.optim import apply_schedule, build_optimizer, build_scheduler
 from pretrain.recipe import Recipe
@@ -46,11 +52,13 @@ from synthgen.errors import SynthgenError
 from synthgen.ops.augment.online import OnlineAugmentConfig
 from synthgen.seeding import generator_from, seed_from
 from synthgen.store import open_dataset
+from synthgen.store.output_paths import check_output_path
 from synthgen.stream import DeviceStage, ShardStream
 
 CONFIG_FILE = "config.json"
 FEATURES_FILE = "features.pt"
 _BUILD_SEED, _VAL_SEED = 0xB111D, 0x7A11D
+_WAIT_KEY = "data/wait_fraction"  # averaged over ranks with the losses, in the same all-reduce
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -77,7 +85,8 @@ def train(recipe: str | type[Recipe] | Recipe, config: RunConfig | dict[str, Any
 
     Returns:
         A summary: ``step``, ``epoch``, ``finished``, ``train`` and ``val`` (last reported means),
-        ``checkpoint`` and ``features`` paths (None where not written), ``seconds``.
+        ``checkpoint`` and ``features`` paths (None where not written), ``seconds``, and ``data``:
+        ``wait_fraction`` and ``samples_per_s`` over the steps of this call (None if it ran none).
 
     Raises:
         SynthgenError: an unusable dataset, config, run directory or checkpoint.
@@ -121,6 +130,7 @@ class _Run:
         self.step_lr = 0.0
         self.last_train: dict[str, float] = {}
         self.last_val: dict[str, float] = {}
+        self.data = DataTotals()
 
     # -- set-up -------------------------------------------------------------------------------------
 
@@ -146,6 +156,9 @@ class _Run:
             with self._stop_on_signals():
                 self._loop(stop_after)
             finished = self.step >= self.config.train.steps
+            data = self.data.summary()
+            if data is not None:
+                self.log.data_summary(self.data.steps, data["wait_fraction"], data["samples_per_s"])
             features = self._export() if finished else None
         finally:
             self.log.close()
@@ -153,13 +166,12 @@ class _Run:
                 self.batches.close()
         return {"step": self.step, "epoch": self.batches.epoch, "finished": finished, "train": self.last_train,
                 "val": self.last_val, "checkpoint": str(self.run_dir / ckpt.LAST) if self.ctx.is_main else None,
-                "features": features, "seconds": time.perf_counter() - started}
+                "features": features, "seconds": time.perf_counter() - started, "data": data}
 
     def _open_run_dir(self, resume: bool) -> dict[str, Any] | None:
         """Check the run directory (every rank, before any rank writes); the checkpoint to resume."""
         run_dir = self.run_dir
-        if run_dir.exists() and not run_dir.is_dir():
-            raise SynthgenError(f"--out {run_dir} is a file; give a directory for the run")
+        check_output_path(run_dir, "run", folder=True, example=".run")
         last = run_dir / ckpt.LAST
         saved = None
         if resume and last.is_file():
@@ -231,13 +243,12 @@ class _Run:
         self.batches = TrainBatches(stream, data.workers, data.prefetch, pin_memory=self.device.type == "cuda")
         if saved:
             self.batches.load_state_dict(saved["stream"])
-        self.stage = DeviceStage(data.path, crop=crop, augment=self.recipe.augment, augment_config=augment,
-                                 seed=data.seed)
+        self.stage = DeviceStage(data.path, augment=self.recipe.augment, augment_config=augment, seed=data.seed)
         self.val_stream = None
         if self.split.val and self.config.train.val_every:
             self.val_stream = ShardStream(data.path, shuffle=False, shards=self.split.val, **common)
-            self.val_stage = DeviceStage(data.path, crop=crop, augment=self.recipe.augment,
-                                         augment_config=augment, seed=data.seed)
+            self.val_stage = DeviceStage(data.path, augment=self.recipe.augment, augment_config=augment,
+                                         seed=data.seed)
 
     def _restore_rng(self, states: list[dict[str, Any]]) -> None:
         """This rank's saved random states, or fresh seeds after a change of world size."""
@@ -259,19 +270,22 @@ class _Run:
     def _loop(self, stop_after: int | None) -> None:
         train = self.config.train
         stop = train.steps if stop_after is None else min(stop_after, train.steps)
-        window = _Window()
+        window = Window()
         saved_at = validated_at = self.step  # a resumed step was validated (if due) and saved
         for module in self.modules.values():
             module.train()
         seeded_epoch = None
         while self.step < stop:
+            asked = time.perf_counter()
             batch = next(self.batches)
             if self.batches.epoch != seeded_epoch:
                 seeded_epoch = self.batches.epoch
                 self.stage.set_epoch(seeded_epoch)
-            losses = self._train_step(self.stage(batch, self.device))
+            ready = self.stage(batch, self.device)
+            waited = time.perf_counter() - asked
+            losses = self._train_step(ready)
             self.step += 1
-            window.add(losses, int(batch["index"].shape[0]))
+            window.add(losses, int(batch["index"].shape[0]), waited)
             if self.step % train.log_every == 0 or self.step == stop:
                 self._report(window)
             if train.val_every and self.step % train.val_every == 0:
@@ -308,14 +322,18 @@ class _Run:
         self.scheduler.step()
         return reported
 
-    def _report(self, window: _Window) -> None:
-        means = self.ctx.mean(window.means())
+    def _report(self, window: Window) -> None:
+        local = window.means()  # brings the losses to the host: the interval's device work is done
+        seconds = window.seconds()
+        means = self.ctx.mean({**local, _WAIT_KEY: window.wait_fraction(seconds)})
+        wait_fraction = means.pop(_WAIT_KEY)
         if not np.isfinite(means["loss"]):
             raise SynthgenError(f"the loss is not finite at step {self.step} ({means['loss']}); lower optim.lr, set "
                                 f"train.grad_clip or check the data")
-        seconds = window.seconds()
-        samples_per_s = window.samples * self.ctx.world_size / seconds if seconds > 0 else 0.0
-        self.log.train(self.step, means, self.step_lr, samples_per_s, seconds / window.steps)
+        samples = window.samples * self.ctx.world_size
+        self.data.add(window.steps, samples, seconds, wait_fraction)
+        self.log.train(self.step, means, self.step_lr, seconds / window.steps, wait_fraction,
+                       samples / seconds if seconds > 0 else 0.0)
         self.last_train = means
         window.reset()
 
@@ -383,30 +401,6 @@ class _Run:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-
-
-class _Window:
-    """Losses summed on the device between reports (no host sync per step)."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.sums: dict[str, torch.Tensor] = {}
-        self.steps = self.samples = 0
-        self.started = time.perf_counter()
-
-    def add(self, losses: dict[str, torch.Tensor], samples: int) -> None:
-        for name, value in losses.items():
-            self.sums[name] = self.sums[name] + value if name in self.sums else value.clone()
-        self.steps += 1
-        self.samples += samples
-
-    def means(self) -> dict[str, float]:
-        return {name: float(total) / self.steps for name, total in self.sums.items()}
-
-    def seconds(self) -> float:
-        return time.perf_counter() - self.started
 
 
 def _seed_everything(seed: int) -> None:

@@ -1,5 +1,6 @@
-"""What a run reports: console lines, ``RUN/metrics.jsonl`` (one JSON object per report) and
-TensorBoard event files in ``RUN/tb``. Only rank 0 reports; on other ranks every call is a no-op."""
+"""What a run reports: console lines, ``RUN/metrics.jsonl`` (one JSON object per report and kind:
+``train``, ``data``, ``val``) and TensorBoard event files in ``RUN/tb`` (scalars ``KIND/NAME``).
+Only rank 0 reports; on other ranks every call is a no-op."""
 
 from __future__ import annotations
 
@@ -28,16 +29,23 @@ class RunLog:
 
             self._writer = SummaryWriter(str(self.run_dir / "tb"))
 
-    def train(self, step: int, scalars: dict[str, float], lr: float, samples_per_s: float, s_per_step: float) -> None:
+    def train(self, step: int, scalars: dict[str, float], lr: float, s_per_step: float, wait_fraction: float,
+              samples_per_s: float) -> None:
         """One training report: mean losses over the last interval, the learning rate of the
-        last step (of the first parameter group) and speed."""
+        last step (of the first parameter group), seconds per step, and the data figures
+        (``data/wait_fraction`` in [0, 1], ``data/samples_per_s`` of all ranks; see
+        :mod:`pretrain.intervals`)."""
         if not self.enabled:
             return
         losses = "  ".join(f"{name} {value:.4g}" for name, value in scalars.items())
-        self.message(f"step {step}/{self.total_steps}  {losses}  lr {lr:.3e}  {samples_per_s:.1f} samples/s  "
-                     f"{s_per_step:.3f} s/step")
-        values = {**scalars, "lr": lr, "samples_per_s": samples_per_s, "s_per_step": s_per_step}
-        self._record("train", step, values)
+        self.message(f"step {step}/{self.total_steps}  {losses}  lr {lr:.3e}  {s_per_step:.3f} s/step  "
+                     f"data wait {wait_fraction:.0%}  {samples_per_s:.1f} samples/s")
+        self._record("train", step, {**scalars, "lr": lr, "s_per_step": s_per_step})
+        self._record("data", step, {"wait_fraction": wait_fraction, "samples_per_s": samples_per_s})
+
+    def data_summary(self, steps: int, wait_fraction: float, samples_per_s: float) -> None:
+        """The run's data figures over its ``steps`` steps (the console line at the end)."""
+        self.message(f"data: wait {wait_fraction:.0%} of step time over {steps} steps, {samples_per_s:.1f} samples/s")
 
     def validation(self, step: int, scores: dict[str, float]) -> None:
         """One validation report: mean scores over the held-out batches."""

@@ -6,6 +6,12 @@ axes, the voxel size in mm is in pixdim (``header.get_zooms()``), and qform and 
 labels in their stored integer dtype, and a displacement field (3, D, H, W) as a
 (D, H, W, 3) float32 vector image (intent "vector") in voxels, component i along axis i:
 the Learn2Reg file layout.
+
+An export never mixes with other data by accident: an ``out_dir`` that is not empty is refused
+unless ``overwrite``, which replaces only what an export writes (its NIfTI files and
+``sample.json``, and the files an earlier export listed in its ``sample.json``); other files in
+the folder are kept. Each file is written whole (partial file and rename) and ``sample.json``
+last.
 """
 
 from __future__ import annotations
@@ -17,29 +23,39 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from synthgen.atomic_files import write_atomically
 from synthgen.engines.base import FieldSpec
 from synthgen.errors import SynthgenError
 from synthgen.store.info import DatasetInfo
+from synthgen.store.output_paths import check_output_path
 from synthgen.store.reader import Dataset
 
 MANIFEST = "sample.json"
 NIFTI_SCANNER = 1
 
 
-def export_sample(dataset: Dataset, index: int, out_dir: str) -> list[str]:
+def export_sample(dataset: Dataset, index: int, out_dir: str, overwrite: bool = False) -> list[str]:
     """Write sample ``index`` of ``dataset`` to ``out_dir/<field>.nii.gz`` for every field and
     ``out_dir/sample.json``; returns the written paths (fields in schema order, then the JSON).
 
-    Creates ``out_dir`` (and its parents) if needed and overwrites files of the same names.
-    Raises SynthgenError if ``out_dir`` is an existing file or cannot be created, or if the
-    sample cannot be read (index out of range, shard not committed); nothing is written then.
+    Creates ``out_dir`` (and its parents) if needed. ``overwrite``: write into a folder that is
+    not empty, replacing only what an export writes (module docstring).
+    Raises SynthgenError if ``out_dir`` cannot be written (a file, under a file, in a folder that
+    cannot be written), is not empty and ``overwrite`` is False, or if the sample cannot be read
+    (index out of range, shard not committed); nothing is written then.
     """
-    _check_out_dir(out_dir)
+    check_output_path(out_dir, "export", folder=True, example=".d")
+    if not overwrite and os.path.isdir(out_dir) and os.listdir(out_dir):
+        raise SynthgenError(f"--out {out_dir} is not empty (an earlier export?); pass --overwrite to replace "
+                            f"the exported files there, or choose another --out")
     sample = dataset[index]
     _make_dir(out_dir)
+    earlier = _exported_files(out_dir)
     info = dataset.info
     paths = [_write_field(out_dir, name, spec, sample[name], info.spacing)
              for name, spec in info.schema.items()]
+    for stale in earlier - {os.path.basename(path) for path in paths}:
+        os.remove(os.path.join(out_dir, stale))
     paths.append(_write_manifest(out_dir, dataset, index))
     return paths
 
@@ -70,11 +86,6 @@ def _nifti_data(array: np.ndarray, spec: FieldSpec) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def _check_out_dir(out_dir: str) -> None:
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise SynthgenError(f"--out {out_dir} is an existing file; give a directory path such as {out_dir}.d")
-
-
 def _make_dir(out_dir: str) -> None:
     try:
         os.makedirs(out_dir, exist_ok=True)
@@ -82,18 +93,32 @@ def _make_dir(out_dir: str) -> None:
         raise SynthgenError(f"cannot create export directory {out_dir}: {err.strerror or err}") from err
 
 
+def _exported_files(out_dir: str) -> set[str]:
+    """The files an earlier export in ``out_dir`` wrote, as its ``sample.json`` lists them and
+    still present (none without a readable ``sample.json``)."""
+    try:
+        with open(os.path.join(out_dir, MANIFEST), encoding="utf-8") as handle:
+            fields = json.load(handle)["fields"]
+        names = {entry["file"] for entry in fields.values()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return set()
+    return {name for name in names if os.path.basename(name) == name and
+            os.path.isfile(os.path.join(out_dir, name))}
+
+
 def _write_field(out_dir: str, name: str, spec: FieldSpec, array: np.ndarray,
                  spacing: tuple[float, ...]) -> str:
     path = os.path.join(out_dir, f"{name}.nii.gz")
-    nib.save(to_nifti(array, spec, spacing), path)
+    image = to_nifti(array, spec, spacing)
+    write_atomically(path, lambda partial: nib.save(image, partial),
+                     os.path.join(out_dir, f".{name}.partial.nii.gz"))  # nibabel picks the format by name
     return path
 
 
 def _write_manifest(out_dir: str, dataset: Dataset, index: int) -> str:
     path = os.path.join(out_dir, MANIFEST)
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(manifest(dataset.path, dataset.info, index), handle, indent=2)
-        handle.write("\n")
+    text = json.dumps(manifest(dataset.path, dataset.info, index), indent=2) + "\n"
+    write_atomically(path, lambda partial: partial.write_text(text, encoding="utf-8"))
     return path
 
 

@@ -28,9 +28,11 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from synthgen.atomic_files import write_atomically
 from synthgen.engines.base import FieldSpec
 from synthgen.errors import SynthgenError
 from synthgen.store.info import DatasetInfo
+from synthgen.store.output_paths import check_output_path
 from synthgen.store.reader import Dataset
 
 MAX_SAMPLES = 32
@@ -66,8 +68,10 @@ def render_preview(dataset: Dataset, start: int, stop: int, out: str, *,
     ``TITLE_PX + COLUMN_HEADER_PX + (stop - start) * (cell + GAP_PX)`` high, where F is the
     number of displayed fields and ``cell = cell_size(info.shape, info.spacing)``.
     Raises SynthgenError for a range outside ``0..len(dataset)``, more than MAX_SAMPLES
-    samples, a dataset with neither image nor labels fields, or an ``out`` that is a directory.
+    samples, a dataset with neither image nor labels fields, or an ``out`` that cannot be
+    written (a directory, under a file, in a folder that cannot be written), before rendering.
     """
+    check_output_path(out, "PNG", folder=False, example="preview.png")
     check_range(start, stop, len(dataset))
     info = dataset.info
     fields = display_fields(dataset.full_schema)
@@ -78,7 +82,7 @@ def render_preview(dataset: Dataset, start: int, stop: int, out: str, *,
     montage = _assemble(rows, side)
     image = Image.fromarray(montage, mode="RGB")
     _draw_text(image, dataset, fields, range(start, stop), side)
-    return _save(image, out)
+    return save_png(image, out)
 
 
 def check_range(start: int, stop: int, total: int) -> None:
@@ -286,13 +290,11 @@ def _title_lines(dataset: Dataset, indices: range) -> list[str]:
             f"{spacing} mm"]
 
 
-def _save(image: Image.Image, out: str) -> str:
-    if os.path.isdir(out):
-        raise SynthgenError(f"--out {out} is a directory; give a PNG file path such as {out}/preview.png")
-    parent = os.path.dirname(os.path.abspath(out))
+def save_png(image: Image.Image, out: str) -> str:
+    """Write ``image`` to the PNG file ``out`` whole (partial file and rename; parent folders are
+    created); returns ``out``. Raises SynthgenError (one line) if it cannot be written."""
     try:
-        os.makedirs(parent, exist_ok=True)
-        image.save(out, format="PNG")
+        write_atomically(out, lambda partial: image.save(partial, format="PNG"))
     except OSError as err:
         raise SynthgenError(f"cannot write preview {out}: {err.strerror or err}") from err
     return out

@@ -1,15 +1,22 @@
-"""Small helpers shared by test modules: a free loopback port, running a CLI in-process."""
+"""Small helpers shared by test modules: a free loopback port, running a CLI in-process, real
+datasets (label-ensemble, a damaged chunk, the layout written before chunk checksums)."""
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+import zarr
 
+import synthgen
 from synthgen.engines import get_engine
 from synthgen.runner import generate
+from synthgen.store import prepare_dataset, write_shard
+from synthgen.store.layout import ATTRIBUTE_KEY, shard_object_key
+from synthgen.store.shard_reader import read_index, read_layout
 
 
 def free_port() -> int:
@@ -47,4 +54,31 @@ def make_label_ensemble(out: Path, n: int, *, size: int = 32, seed: int = 0, sha
     """A real label-ensemble dataset of ``n`` samples at ``size``^3, made in-process."""
     generate(get_engine("label-ensemble", size=size, **config), str(out), n, seed=seed,
              shard_size=shard_size, backend="local", progress=False)
+    return out
+
+
+def flip_chunk_byte(path: Path, field: str, index: int) -> None:
+    """Flip one byte in the middle of sample ``index``'s chunk of ``field`` in its (committed,
+    local) shard object; the shard index and the other chunks stay intact."""
+    dataset = synthgen.open_dataset(str(path))
+    shard = dataset.shard_of(index)
+    key = shard_object_key(field, dataset.info.schema[field], shard)
+    layout = read_layout(dataset.objects, field)
+    start, size = read_index(dataset.objects, key, layout)[index - shard * dataset.info.shard_size]
+    target = path / key
+    data = bytearray(target.read_bytes())
+    data[int(start + size // 2)] ^= 0xFF
+    target.write_bytes(bytes(data))
+
+
+def write_legacy_copy(source: Path, out: Path) -> Path:
+    """The samples of ``source`` in the layout of datasets written before label codecs and chunk
+    checksums: label maps blosc-zstd, no crc32c per chunk, no ``label_codec`` attribute."""
+    dataset = synthgen.open_dataset(str(source))
+    info = dataclasses.replace(dataset.info, label_codec="zstd")
+    prepare_dataset(str(out), info, chunk_checksums=False)
+    group = zarr.open_group(str(out), mode="r+")
+    group.attrs[ATTRIBUTE_KEY] = {k: v for k, v in info.to_json().items() if k != "label_codec"}
+    for shard in dataset.committed:
+        write_shard(str(out), info, shard, dataset.read_shard(shard))
     return out

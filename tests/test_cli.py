@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -92,6 +93,27 @@ def test_unreachable_ray_address(capsys: pytest.CaptureFixture[str], tmp_path: P
     code, _, err = run_main(main, capsys, "generate", "--engine", "random-shapes", "--n", "2", "--size", "32",
                            "--quiet", "--out", str(out), "--ray-address", f"127.0.0.1:{free_port()}")
     assert_one_line_error(code, err, "cannot reach a Ray cluster at 127.0.0.1:", "ray start --head")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("auth_env, needles", [
+    ({"RAY_AUTH_MODE": "token"}, ("RAY_AUTH_MODE=token but no Ray authentication token", "ray get-auth-token")),
+    ({"RAY_AUTH_TOKEN_PATH": "missing"}, ("RAY_AUTH_TOKEN_PATH=", "missing cannot be read or is empty")),
+], ids=["token-mode-without-token", "unreadable-token-path"])
+def test_ray_address_without_a_usable_token(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch, auth_env: dict[str, str],
+                                            needles: tuple[str, ...]) -> None:
+    """Caught before Ray's token loader, which would abort the process, and before anything is written."""
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token
+    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in auth_env.items():
+        monkeypatch.setenv(key, str(tmp_path / value) if key == "RAY_AUTH_TOKEN_PATH" else value)
+    out = tmp_path / "never.zarr"
+    with socket.create_server(("127.0.0.1", 0)) as server:  # answers on TCP, as a head node's port does
+        code, _, err = run_main(main, capsys, "generate", "--engine", "random-shapes", "--n", "2", "--size", "32",
+                               "--quiet", "--out", str(out), "--ray-address", f"127.0.0.1:{server.getsockname()[1]}")
+    assert_one_line_error(code, err, *needles)
     assert not out.exists()
 
 

@@ -15,14 +15,26 @@ import psutil
 import pytest
 
 from synthgen import open_dataset
+from synthgen.cli import main
 from synthgen.engines import get_engine
 from synthgen.runner import generate
 from synthgen.store.layout import COMMITS_DIR
 from tests.conftest import make_small, shard_bytes
 from tests.ray_processes import short_ray_tmpdir, stop_ray_processes
-from tests.helpers import free_port
+from tests.helpers import assert_one_line_error, free_port, run_main
 
 CLI = [sys.executable, "-m", "synthgen.cli"]
+
+
+AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+def home_with_token(path: Path, token: str | None) -> Path:
+    """A HOME for Ray processes (never the machine's own ~/.ray/auth_token), with this token."""
+    (path / ".ray").mkdir(parents=True)
+    if token:
+        (path / ".ray" / "auth_token").write_text(token)
+    return path
 
 
 def commits(path: Path) -> int:
@@ -110,7 +122,9 @@ def test_interrupted_ray_run_resumes_identically(tmp_path: Path, ray_tmpdir: Pat
     args = ["generate", "--engine", "random-shapes", "--size", "32", "--n", "40", "--seed", "5",
             "--shard-size", "1", "--workers", "2", "--quiet"]
     out = tmp_path / "ray_interrupted.zarr"
-    env = {**os.environ, "RAY_TMPDIR": str(ray_tmpdir)}
+    # As in a fresh shell: no RAY_AUTH_MODE, no token yet (a HOME of its own).
+    env = {key: value for key, value in os.environ.items() if key not in AUTH_ENV}
+    env.update(RAY_TMPDIR=str(ray_tmpdir), HOME=str(home_with_token(tmp_path / "home", None)))
     proc = subprocess.Popen(CLI + args + ["--out", str(out)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 120
@@ -126,6 +140,9 @@ def test_interrupted_ray_run_resumes_identically(tmp_path: Path, ray_tmpdir: Pat
     rerun = subprocess.run(CLI + args + ["--out", str(out)], capture_output=True, text=True, env=env)
     assert rerun.returncode == 0, rerun.stderr
     assert "already committed" in rerun.stdout
+    # The local runtime uses token authentication (Ray made the token), without Ray's warning about it.
+    assert "authentication" not in rerun.stderr.lower(), rerun.stderr
+    assert (tmp_path / "home" / ".ray" / "auth_token").read_text().strip()
     reference = tmp_path / "reference.zarr"
     generate(get_engine("random-shapes", size=32), str(reference), 40, seed=5, shard_size=1,
              backend="local", progress=False)
@@ -153,5 +170,55 @@ def test_ray_cluster_run_is_byte_identical(small_dataset_master: Path, tmp_path:
                                    "--ray-address", f"127.0.0.1:{port}"],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
+    assert shard_bytes(out) == shard_bytes(small_dataset_master)
+    assert stop_ray_processes(ray_tmpdir) > 0
+
+
+def test_token_cluster_joined_without_auth_mode(small_dataset_master: Path, tmp_path: Path, ray_tmpdir: Path,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """`ray start --head` as Ray's docs say (no RAY_AUTH_MODE; a token in ~/.ray/auth_token turns
+    token authentication on), then generate --ray-address without RAY_AUTH_MODE: the driver
+    joins with that token, says so in one line, and leaves no RAY_AUTH_MODE behind; a driver
+    without the token, or with another one, gets one line naming token authentication."""
+    port = free_port()
+    home = home_with_token(tmp_path / "home", secrets.token_hex(16))
+    env = {key: value for key, value in os.environ.items() if key not in AUTH_ENV}
+    env.update(HOME=str(home), RAY_TMPDIR=str(ray_tmpdir))
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    started = subprocess.run(
+        [ray_cli, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+         "--include-dashboard=false", f"--temp-dir={ray_tmpdir}", "--num-cpus=2", "--disable-usage-stats"],
+        capture_output=True, text=True, env=env, timeout=120)
+    assert started.returncode == 0, started.stderr
+    assert "Token authentication is enabled" in started.stderr, started.stderr
+    address = f"127.0.0.1:{port}"
+    args = ["generate", "--engine", "random-shapes", "--size", "32", "--n", "10", "--seed", "3",
+            "--shard-size", "4", "--quiet", "--ray-address", address]
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # keep the loopback address (see the test above)
+
+    refused = subprocess.run(CLI + args + ["--out", str(tmp_path / "refused.zarr")], capture_output=True,
+                             text=True, env={**env, "HOME": str(home_with_token(tmp_path / "bare", None))},
+                             timeout=120)
+    assert_one_line_error(refused.returncode, refused.stderr, f"the Ray cluster at {address} uses token "
+                          "authentication", "(it has no token)", "RAY_AUTH_MODE=token", "ray get-auth-token")
+    assert not (tmp_path / "refused.zarr").exists()
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    for key in AUTH_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(home_with_token(tmp_path / "other", secrets.token_hex(16))))
+    code, _, err = run_main(main, capsys, *args, "--out", str(tmp_path / "other.zarr"))
+    assert_one_line_error(code, err, "uses token authentication", "other/.ray/auth_token is not the cluster's")
+
+    monkeypatch.setenv("HOME", str(home))
+    out = tmp_path / "joined.zarr"
+    code, stdout, err = run_main(main, capsys, *args, "--out", str(out))
+    assert code == 0, err
+    assert "3 shard(s) written" in stdout
+    assert err.strip() == (f"synthgen: RAY_AUTH_MODE is unset; joining the Ray cluster at {address} with token "
+                           f"authentication, using the token from {home / '.ray' / 'auth_token'}")
+    assert "RAY_AUTH_MODE" not in os.environ  # set for the driver's connection only
     assert shard_bytes(out) == shard_bytes(small_dataset_master)
     assert stop_ray_processes(ray_tmpdir) > 0

@@ -1,16 +1,19 @@
 """The shared training loop (pretrain.loop) and its CLI, with a tiny test recipe on real tiny
 label-ensemble datasets (CPU): learning, exact resume (in process and after SIGKILL), one-line
-errors, checkpoints that rebuild their modules, TensorBoard events, and a 2-process gloo DDP run."""
+errors, checkpoints that rebuild their modules, TensorBoard events, the data-wait figure, and a
+2-process gloo DDP run."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,11 +21,13 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 from pretrain.checkpoint import load_checkpoint, load_module
 from pretrain.cli import main
 from pretrain.config import ScheduleConfig, build_config
+from pretrain import loop
 from pretrain.loop import train
 from pretrain.optim import lr_factor
 from pretrain.recipe import Recipe
@@ -31,6 +36,7 @@ from synthgen.engines import get_engine
 from synthgen.errors import SynthgenError
 from synthgen.runner import generate
 from synthgen.store import Dataset
+from synthgen.stream import ShardStream
 from tests.helpers import assert_one_line_error, free_port, make_label_ensemble, run_main
 
 PRETRAIN_ERROR = "synthgen-pretrain: error: "
@@ -39,6 +45,8 @@ SIZE = 32
 STEPS = 10  # 8 training samples (shards 0, 1) in batches of 2: 4 steps per epoch; shard 2 held out
 SLEEP_ENV = "TEST_PRETRAIN_SLEEP"  # seconds per step (outside the config: a resume may drop it)
 SIGINT_ENV = "TEST_PRETRAIN_SIGINT_AT"  # the recipe sends SIGINT to its own process in this training step
+READER_SLEEP = 0.5  # seconds: a slow reader's extra time per batch
+BUSY_STEP = 0.5  # seconds: a slow step's compute (reading and staging a batch takes ~0.01-0.15 s here)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +197,57 @@ def test_reference_run_learns_validates_logs_and_exports(run_a: Path) -> None:
     assert set(torch.load(run_a / "features.pt", weights_only=True)["weights"]) == set(TinyNet(4).state_dict())
     checkpoint = load_checkpoint(run_a)
     assert checkpoint["split"] == {"train": [0, 1], "val": [2]} and checkpoint["epoch"] == 2
+
+
+class SlowReaderStream(ShardStream):
+    """The real stream of the dataset, taking READER_SLEEP seconds longer per batch."""
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for batch in super().__iter__():
+            time.sleep(READER_SLEEP)
+            yield batch
+
+
+def data_figures(run: Path, capsys: pytest.CaptureFixture[str], config: Any) -> dict[str, Any]:
+    """Train ``config`` into ``run``; its data figures from the console, TensorBoard and the summary."""
+    summary = train(TinyRecipe.name, config, run)
+    out = capsys.readouterr().out
+    events = EventAccumulator(str(run / "tb"))
+    events.Reload()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {"summary": summary["data"], "jsonl": [r for r in records if r["kind"] == "data"],
+            "console": [float(m) / 100 for m in re.findall(r"  data wait (\d+)%  [\d.]+ samples/s$", out, re.M)],
+            "run_line": re.search(r"^data: wait (\d+)% of step time over (\d+) steps, ([\d.]+) samples/s$", out, re.M),
+            "tb": {name: [(e.step, e.value) for e in events.Scalars(f"data/{name}")]
+                   for name in ("wait_fraction", "samples_per_s")}}
+
+
+def test_data_wait_is_reported_per_interval_and_for_the_run(dataset: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slow compute step gives a low wait fraction, a slow reader (sleeping in its DataLoader
+    worker) a high one: in the console line, TensorBoard (data/wait_fraction, data/samples_per_s),
+    metrics.jsonl and the run's summary."""
+    overrides = {"train.steps": 3, "train.val_every": 0, "train.ckpt_every": 0}
+    monkeypatch.setenv(SLEEP_ENV, str(BUSY_STEP))
+    busy = data_figures(tmp_path / "busy", capsys, tiny_config(dataset, **overrides))
+    monkeypatch.setenv(SLEEP_ENV, "0")
+    monkeypatch.setattr(loop, "ShardStream", SlowReaderStream)
+    starved = data_figures(tmp_path / "starved", capsys, tiny_config(dataset, **overrides, **{"data.workers": 1}))
+    for figures in (busy, starved):
+        fractions = [r["wait_fraction"] for r in figures["jsonl"]]
+        assert [step for step, _ in figures["tb"]["wait_fraction"]] == [1, 2, 3]
+        assert all(0 <= f <= 1 for f in fractions) and all(v > 0 for _, v in figures["tb"]["samples_per_s"]), figures
+        assert figures["console"] == pytest.approx(fractions, abs=0.006)  # printed as whole percents
+        summary = figures["summary"]
+        assert 0 <= summary["wait_fraction"] <= 1 and min(fractions) <= summary["wait_fraction"] <= max(fractions)
+        assert figures["run_line"].group(2) == "3"
+        assert float(figures["run_line"].group(1)) / 100 == pytest.approx(summary["wait_fraction"], abs=0.006)
+        assert float(figures["run_line"].group(3)) == pytest.approx(summary["samples_per_s"], abs=0.06)
+        assert [value for _, value in figures["tb"]["wait_fraction"]] == pytest.approx(fractions)
+    assert busy["summary"]["wait_fraction"] < 0.5 < starved["summary"]["wait_fraction"], (busy, starved)
+    # 2 samples per step of (READER_SLEEP + a little) seconds
+    assert starved["summary"]["samples_per_s"] < 2 / READER_SLEEP
 
 
 def test_checkpoint_rebuilds_its_module_without_architecture_args(run_a: Path) -> None:

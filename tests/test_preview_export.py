@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -15,7 +16,9 @@ from synthgen.errors import SynthgenError
 from synthgen.export import export_sample
 from synthgen.preview import (BACKGROUND, COLUMN_HEADER_PX, GAP_PX, MAX_SAMPLES, ROW_HEADER_PX,
                               TITLE_PX, check_range, label_colours, render_preview)
+from synthgen.cli import main
 from synthgen.store import DatasetInfo, open_dataset, prepare_dataset, write_shard
+from tests.helpers import assert_one_line_error, flip_chunk_byte, run_main
 
 SHAPE = (20, 24, 28)
 SPACING = (2.0, 1.5, 1.0)
@@ -224,3 +227,32 @@ def test_export_out_of_range_index_writes_nothing(dataset_path, tmp_path):
     with pytest.raises(SynthgenError, match=r"0\.\.2"):
         export_sample(open_dataset(dataset_path), NUM_SAMPLES, str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_preview_and_export_of_a_corrupt_chunk_are_one_line_errors(dataset_path, tmp_path, capsys):
+    copy = shutil.copytree(dataset_path, tmp_path / "corrupt.zarr")
+    flip_chunk_byte(copy, "fixed", 1)
+    needles = (f"shard 0 of field fixed in {copy} is corrupt at sample 1", f"synthgen verify {copy}")
+    code, _, err = run_main(main, capsys, "preview", str(copy), "--samples", "0:2", "--out", str(tmp_path / "p.png"))
+    assert_one_line_error(code, err, *needles, prefix="synthgen preview: error:")
+    code, _, err = run_main(main, capsys, "export", str(copy), "--sample", "1", "--out", str(tmp_path / "out"))
+    assert_one_line_error(code, err, *needles, prefix="synthgen export: error:")
+    assert not (tmp_path / "p.png").exists() and not (tmp_path / "out").exists()
+
+
+def test_export_into_an_earlier_export_needs_overwrite_and_keeps_foreign_files(dataset_path, tmp_path, capsys):
+    out = tmp_path / "out"
+    export = ("export", "--out", str(out))
+    assert run_main(main, capsys, export[0], dataset_path, "--sample", "0", *export[1:])[0] == 0
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, _, err = run_main(main, capsys, export[0], dataset_path, "--sample", "1", *export[1:])
+    assert_one_line_error(code, err, f"--out {out} is not empty", "--overwrite", prefix="synthgen export: error:")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first
+    (out / "notes.txt").write_text("mine")
+    labels_only = write_dataset(str(tmp_path / "labels.zarr"), {"fixed_labels": SCHEMA["fixed_labels"]})
+    code, _, err = run_main(main, capsys, export[0], labels_only, "--sample", "1", *export[1:], "--overwrite")
+    assert code == 0, err
+    manifest = json.loads((out / "sample.json").read_text())
+    assert manifest["index"] == 1 and list(manifest["fields"]) == ["fixed_labels"]
+    assert sorted(p.name for p in out.iterdir()) == ["fixed_labels.nii.gz", "notes.txt", "sample.json"]
+    assert (out / "notes.txt").read_text() == "mine"

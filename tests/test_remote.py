@@ -194,24 +194,49 @@ def test_resume_rewrites_only_the_uncommitted_shard(s3: S3Server, local_dataset:
     assert_same_samples(dataset, synthgen.open_dataset(str(local_dataset)), range(N))
 
 
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_corrupt_shard_object_is_named_by_verify_and_reader(
-        s3: S3Server, capsys: pytest.CaptureFixture[str]) -> None:
-    url = f"s3://{BUCKET}/corrupt.zarr"
+        s3: S3Server, capsys: pytest.CaptureFixture[str], damage: str) -> None:
+    from synthgen.stream import ShardStream
+
+    url = f"s3://{BUCKET}/corrupt-{damage}.zarr"
     make(url)
-    key = "corrupt.zarr/fixed/c/1/0/0/0"
+    key = f"corrupt-{damage}.zarr/fixed/c/1/0/0/0"
     client = boto3.client("s3")
     data = client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
-    client.put_object(Bucket=BUCKET, Key=key, Body=data[: len(data) // 2])
+    if damage == "truncate":
+        damaged = data[: len(data) // 2]
+    else:  # one byte in the middle of sample 3's raw chunk (the shard's second; each is SIZE^3 float16 + crc32c)
+        middle = SIZE ** 3 * 2 + 4 + SIZE ** 3
+        damaged = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:]
+    client.put_object(Bucket=BUCKET, Key=key, Body=damaged)
     dataset = synthgen.open_dataset(url)
     report = dataset.verify()
     assert not report.ok
     assert len(report.problems) == 1 and report.problems[0].startswith("shard 1 field fixed")
+    with pytest.raises(SynthgenError, match=r"shard 1 of field fixed .*corrupt at sample 3 .*synthgen verify"):
+        dataset[3]
     with pytest.raises(SynthgenError, match=r"shard 1 of field fixed .*corrupt"):
-        dataset[2]
+        list(ShardStream(url, fields=("fixed",)))
     assert dataset[0]["fixed"].shape == (SIZE,) * 3  # the other shards still read
     assert main(["verify", url]) == 1
     err = capsys.readouterr().err
     assert "shard 1 field fixed" in err and "1 bad shard(s) of 3 committed (1)" in err
+
+
+@pytest.mark.parametrize("codec", ["zstd", "none"])  # the default, lz4, is every other test's
+def test_each_label_codec_streams_and_verifies_on_s3(s3: S3Server, local_dataset: Path, codec: str) -> None:
+    from synthgen.stream import ShardStream
+
+    url = f"s3://{BUCKET}/codec-{codec}.zarr"
+    make(url, label_codec=codec)
+    dataset, reference = synthgen.open_dataset(url), synthgen.open_dataset(str(local_dataset))
+    assert dataset.info.label_codec == codec and dataset.verify().ok
+    assert_same_samples(dataset, reference, range(N))
+    for batch in ShardStream(url, fields=("fixed", "fixed_labels"), batch_size=2):
+        for row, index in enumerate(batch["index"].tolist()):
+            for field in ("fixed", "fixed_labels"):
+                assert batch[field][row].numpy().tobytes() == reference[index][field].tobytes()
 
 
 @pytest.mark.parametrize("protocol", ["filecache", "simplecache"])

@@ -21,7 +21,7 @@ from synthgen.runner import generate
 from synthgen.store.layout import COMMITS_DIR, shard_object_key
 from synthgen.stream import DeviceStage, ShardStream
 from synthgen.stream.crop import apply_crop, crop_start
-from tests.helpers import assert_one_line_error
+from tests.helpers import assert_one_line_error, flip_chunk_byte
 
 N, SHARD = 45, 4  # 12 shards, the last with one sample
 FIELDS = ("fixed_labels",)
@@ -105,6 +105,22 @@ def test_state_from_other_settings_is_refused(shapes: Path) -> None:
         ShardStream(str(shapes), fields=FIELDS, seed=10).load_state_dict(state)
 
 
+def test_state_counts_outside_the_epoch_are_refused(shapes: Path) -> None:
+    """samples_consumed counts within the epoch: beyond what this rank yields from its start (or
+    negative) would resume into an empty epoch, so it is refused, naming the maximum."""
+    stream = ShardStream(str(shapes), fields=FIELDS, seed=9, rank=1, world_size=2)
+    most = N // 2
+    assert stream.state_dict(most)["position"] == most * 2
+    resumed = ShardStream(str(shapes), fields=FIELDS, seed=9, rank=1, world_size=2)
+    resumed.load_state_dict(stream.state_dict(8))
+    assert resumed.state_dict(most - 8)["position"] == most * 2
+    for source, bad, limit in ((stream, most + 1, most), (stream, -1, most), (resumed, most - 7, most - 8)):
+        with pytest.raises(SynthgenError, match="the count is per epoch") as err:
+            source.state_dict(bad)
+        message = str(err.value)
+        assert f"samples_consumed={bad} is outside 0..{limit}" in message and "\n" not in message
+
+
 def test_items_have_schema_dtypes_crops_and_float32(shapes: Path) -> None:
     batches = list(ShardStream(str(shapes), fields=("fixed", "displacement", "fixed_labels"), seed=1,
                                shuffle=False, crop=(16, 8, 24), batch_size=4))
@@ -122,25 +138,45 @@ def test_items_have_schema_dtypes_crops_and_float32(shapes: Path) -> None:
     assert wide["fixed"].dtype == torch.float32 and tuple(wide["fixed"].shape) == (1, 32, 32, 32)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "delete"])
+@pytest.mark.parametrize("damage", ["truncate", "delete", "flip"])
 def test_damaged_shard_raises_or_is_skipped(shapes: Path, tmp_path: Path, damage: str) -> None:
     copy = tmp_path / "copy.zarr"
     shutil.copytree(shapes, copy)
     info = ShardStream(str(copy), fields=FIELDS).dataset.info
     target = copy / shard_object_key("fixed_labels", info.schema["fixed_labels"], 5)
+    bad = set(range(5 * SHARD, 6 * SHARD))
     if damage == "delete":
         target.unlink()
-    else:
+    elif damage == "truncate":
         target.write_bytes(target.read_bytes()[:50])
-    with pytest.raises(SynthgenError, match=r"shard 5 .*synthgen verify"):
+    else:  # one byte of one compressed label chunk: its crc32c names the sample
+        flip_chunk_byte(copy, "fixed_labels", 5 * SHARD + 1)
+        bad = {5 * SHARD + 1}
+    match = r"shard 5 .*corrupt at sample 21 .*synthgen verify" if damage == "flip" else r"shard 5 .*synthgen verify"
+    with pytest.raises(SynthgenError, match=match):
         rank_sequence(copy, 0, 1, 0, 4)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        sequences = [rank_sequence(copy, r, 2, 0, 3, on_error="skip") for r in range(2)]
-    assert any("shard 5" in str(w.message) for w in caught)
+    before = []  # iterated directly, batch size 1: every batch before the damaged one arrives first
+    with pytest.raises(SynthgenError, match=match):
+        for batch in ShardStream(str(copy), fields=FIELDS, shuffle=False):
+            before += batch["index"].tolist()
+    assert before == list(range(min(bad)))
+
+    def skipping() -> tuple[list[list[int]], list[int]]:
+        sequences, warned = [], []
+        for rank in range(2):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                sequences.append(rank_sequence(copy, rank, 2, 0, 3, on_error="skip"))
+            warned.append(sum("shard 5" in str(w.message) for w in caught))
+        return sequences, warned
+
+    sequences, warned = skipping()
+    assert sum(warned) >= 1 and max(warned) == 1, "a warning, once per stream"
     assert len(sequences[0]) == len(sequences[1]) == N // 2, "skipping keeps the counts equal"
+    assert skipping()[0] == sequences, "stand-ins do not depend on the reader threads' timing"
+    order = ShardStream(str(copy), fields=FIELDS, seed=9).epoch_order()[: N // 2 * 2]
     seen = set(sequences[0]) | set(sequences[1])
-    assert not seen & set(range(5 * SHARD, 6 * SHARD)), "no sample of the damaged shard"
+    assert seen == set(order.tolist()) - bad, "every readable sample, no unreadable one"
 
 
 def test_reading_while_generate_adds_shards(tmp_path: Path) -> None:
@@ -169,31 +205,50 @@ def test_reading_while_generate_adds_shards(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def ensembles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def ensembles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ...]:
+    """The same label-ensemble samples stored with views (default label codec), and compact
+    (``--store labels``) with the label codecs "none" and "zstd"."""
     root = tmp_path_factory.mktemp("ensembles")
     paths = []
-    for store in ("views", "labels"):
-        path = root / f"{store}.zarr"
+    for store, codec in (("views", None), ("labels", "none"), ("labels", "zstd")):
+        path = root / f"{store}-{codec}.zarr"
         generate(get_engine("label-ensemble", size=32, store=store), str(path), 6, seed=4, shard_size=2,
-                 backend="local", progress=False)
+                 backend="local", progress=False, label_codec=codec)
         paths.append(path)
-    return paths[0], paths[1]
+    return tuple(paths)
 
 
 @pytest.mark.parametrize("crop", [None, (24, 16, 32)])
 def test_compact_and_materialised_give_equal_batches_after_device_stage(
-        ensembles: tuple[Path, Path], crop: tuple | None) -> None:
+        ensembles: tuple[Path, ...], crop: tuple | None) -> None:
     batches = []
-    for path, fields in zip(ensembles, (("labels", "view1", "view2"), ("labels",))):
+    for path, fields in zip(ensembles, (("labels", "view1", "view2"), ("labels",), ("labels",))):
         stream = ShardStream(str(path), fields=fields, seed=5, batch_size=3, crop=crop)
         stage = DeviceStage(str(path), crop=crop, augment=True, seed=5)
         batches.append([stage(batch, "cpu") for batch in DataLoader(stream, batch_size=None, num_workers=1)])
-    for a, b in zip(*batches):
-        assert set(a) == set(b) == {"labels", "view1", "view2", "index"}
-        for key in a:
-            assert torch.equal(a[key], b[key]), key
+    for a, *others in zip(*batches):
+        for b in others:
+            assert set(a) == set(b) == {"labels", "view1", "view2", "index"}
+            for key in a:
+                assert torch.equal(a[key], b[key]), key
     shape = (3, 1, *(crop or (32, 32, 32)))
     assert tuple(batches[0][0]["view1"].shape) == shape and batches[0][0]["labels"].dtype == torch.int64
+
+
+def test_device_stage_takes_a_deferred_crop_from_the_stream(ensembles: tuple[Path, ...]) -> None:
+    """A ``--store labels`` stream defers its crop; a DeviceStage without ``crop`` takes the size
+    from the batches and gives what a stage told the crop gives; a different crop is refused."""
+    path, crop = str(ensembles[1]), (24, 16, 32)
+    batches = list(ShardStream(path, fields=("labels",), seed=5, batch_size=3, crop=crop))
+    assert all(b["crop_size"].tolist() == [list(crop)] * len(b["index"]) for b in batches)
+    told, untold = DeviceStage(path, crop=crop, augment=True, seed=5), DeviceStage(path, augment=True, seed=5)
+    for batch in batches:
+        want, got = told(dict(batch), "cpu"), untold(dict(batch), "cpu")
+        assert set(want) == set(got) == {"labels", "view1", "view2", "index"}
+        assert all(torch.equal(want[key], got[key]) for key in want)
+        assert tuple(got["view1"].shape) == (len(batch["index"]), 1, *crop)
+    with pytest.raises(SynthgenError, match=r"differs from the stream's crop \(24, 16, 32\)"):
+        DeviceStage(path, crop=(16, 16, 16))(dict(batches[0]), "cpu")
 
 
 def test_bad_arguments(shapes: Path) -> None:

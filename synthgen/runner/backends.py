@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 
 from synthgen.errors import SynthgenError, first_line
+from synthgen.runner.ray_auth import MODE_ENV, auth_mode, check_cluster_accepts, cluster_auth_mode, local_auth_mode
 from synthgen.runner.task import ShardResult, make_shard
 
 TASK_RETRIES = 3
@@ -26,7 +27,8 @@ def run_local(path: str, shards: list[int]) -> Iterator[ShardResult]:
 
 
 def check_ray_address(address: str, timeout: float = 3.0) -> None:
-    """Fail fast, with one line, when a host:port Ray address does not answer.
+    """Fail fast, with one line, when a host:port Ray address does not answer, or its cluster
+    refuses this driver for token authentication (see :mod:`synthgen.runner.ray_auth`).
 
     ``ray.init`` would otherwise retry for about a minute before a multi-line error.
     """
@@ -42,6 +44,7 @@ def check_ray_address(address: str, timeout: float = 3.0) -> None:
         raise SynthgenError(
             f"cannot reach a Ray cluster at {address} ({err.strerror or type(err).__name__}); start one "
             f"with `ray start --head` or leave out --ray-address to run locally") from None
+    check_cluster_accepts(address)
 
 
 def check_local_gpus(gpus_per_task: float) -> None:
@@ -66,21 +69,31 @@ def ray_connected() -> bool:
 def connect_ray(workers: int | None = None, address: str | None = None) -> bool:
     """Join the cluster at ``address`` (checked by the caller with :func:`check_ray_address`), or
     start a local Ray runtime on 127.0.0.1 with ``workers`` CPUs; returns whether this call
-    started the connection (and so must :func:`disconnect_ray` it)."""
+    started the connection (and so must :func:`disconnect_ray` it).
+
+    With ``RAY_AUTH_MODE`` unset, the local runtime uses token authentication (Ray's default,
+    without its warning), and so does a cluster connection when a token is at hand (said in one
+    line); the mode is set for this driver's connection only (:func:`~synthgen.runner.ray_auth.auth_mode`)."""
     import ray
 
     if ray_connected():
         return False
     if address:
-        try:
-            ray.init(address=address, logging_level="WARNING")
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            raise SynthgenError(
-                f"cannot connect to the Ray cluster at {address} ({first_line(err)}); "
-                f"check the address printed by `ray start --head`") from None
+        mode, source = cluster_auth_mode()
+        if mode:
+            print(f"synthgen: {MODE_ENV} is unset; joining the Ray cluster at {address} with token "
+                  f"authentication, using the token from {source}", file=sys.stderr)
+        with auth_mode(mode):
+            try:
+                ray.init(address=address, logging_level="WARNING")
+            except (ConnectionError, RuntimeError, ValueError) as err:
+                raise SynthgenError(
+                    f"cannot connect to the Ray cluster at {address} ({first_line(err)}); "
+                    f"check the address printed by `ray start --head`") from None
     else:
-        ray.init(num_cpus=workers, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 logging_level="WARNING")
+        with auth_mode(local_auth_mode()):
+            ray.init(num_cpus=workers, include_dashboard=False, _node_ip_address="127.0.0.1",
+                     logging_level="WARNING")
     return True
 
 

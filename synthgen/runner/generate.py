@@ -31,13 +31,16 @@ class GenerateReport:
 
 def generate(engine: Engine, out: str, num_samples: int, seed: int = 0, shard_size: int | None = None,
              backend: str = "ray", workers: int | None = None, ray_address: str | None = None,
-             overwrite: bool = False, progress: bool = True, gpus_per_task: float | None = None
-             ) -> GenerateReport:
+             overwrite: bool = False, progress: bool = True, gpus_per_task: float | None = None,
+             label_codec: str | None = None) -> GenerateReport:
     """Generate (or finish) the dataset at ``out``; returns what was written.
 
     Every check that can fail (arguments, the Ray address, a local run's GPUs, an existing
     dataset at ``out``) runs before anything is written. ``gpus_per_task``: each Ray shard task
     asks for that many GPUs (a fraction shares one GPU between tasks) and generates on its GPU.
+    ``label_codec``: how label maps are compressed (``synthgen.store.layout.LABEL_CODECS``);
+    None: the default for a new dataset, the recorded one when resuming (a different explicit
+    codec is refused, like any other change of the dataset's identity).
     """
     if backend not in BACKENDS:
         raise SynthgenError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
@@ -48,12 +51,12 @@ def generate(engine: Engine, out: str, num_samples: int, seed: int = 0, shard_si
     if gpus_per_task is not None and (backend != "ray" or not gpus_per_task > 0):
         raise SynthgenError(f"--gpus-per-task must be a positive number of GPUs (e.g. 1 or 0.25) with "
                             f"--backend ray, got {gpus_per_task} with --backend {backend}")
-    info = plan_dataset(engine, num_samples, seed, shard_size)
+    info = plan_dataset(engine, num_samples, seed, shard_size, label_codec)
     if ray_address:
         check_ray_address(ray_address)
     elif gpus_per_task and backend == "ray" and not ray_connected():
         check_local_gpus(gpus_per_task)
-    committed = set(prepare_dataset(out, info, overwrite=overwrite))
+    committed = set(prepare_dataset(out, info, overwrite=overwrite, keep_label_codec=label_codec is None))
     todo = [k for k in range(info.num_shards) if k not in committed]
     done_samples = sum(min(info.shard_size, num_samples - k * info.shard_size) for k in committed)
     started = time.perf_counter()

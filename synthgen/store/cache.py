@@ -129,11 +129,26 @@ class ObjectCache:
              suffix: int | None = None) -> bytes:
         """Bytes of ``key``: all, ``[start:stop]`` (``stop`` None: to the end), or the last
         ``suffix`` bytes."""
-        with open(self.local_path(key), "rb") as handle:
-            if suffix is not None:
-                size = os.fstat(handle.fileno()).st_size
-                handle.seek(max(0, size - suffix))
-                return handle.read()
-            if start:
-                handle.seek(start)
-            return handle.read() if stop is None else handle.read(max(0, stop - (start or 0)))
+        return read_local_range(self.local_path(key), start, stop, suffix)
+
+
+def read_local_range(path: str, start: int | None = None, stop: int | None = None,
+                     suffix: int | None = None) -> bytes:
+    """Bytes of the local file ``path``: all, ``[start:stop]`` (``stop`` None: to the end), or
+    the last ``suffix`` bytes, with ``pread`` (no file object: this is on the streaming reader's
+    path, once per label chunk)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        first = max(0, size - suffix) if suffix is not None else (start or 0)
+        last = size if stop is None or suffix is not None else min(stop, size)
+        parts = []
+        while first < last:
+            part = os.pread(fd, last - first, first)
+            if not part:
+                break
+            parts.append(part)
+            first += len(part)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+    finally:
+        os.close(fd)

@@ -10,12 +10,13 @@ import numpy as np
 
 from synthgen.engines.base import FieldSpec
 from synthgen.errors import SynthgenError
-from synthgen.store.layout import FORMAT_VERSION
+from synthgen.store.layout import DEFAULT_LABEL_CODEC, FORMAT_VERSION, LEGACY_LABEL_CODEC
 
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
-    """The identity of a dataset. Two runs with equal identities produce identical bytes."""
+    """The identity of a dataset. Two runs with equal identities produce identical bytes.
+    ``label_codec`` names the codec of its label maps (``synthgen.store.layout.LABEL_CODECS``)."""
 
     engine: str
     config: dict[str, Any]
@@ -27,6 +28,7 @@ class DatasetInfo:
     schema: dict[str, FieldSpec]
     synthgen_version: str
     format_version: int = FORMAT_VERSION
+    label_codec: str = DEFAULT_LABEL_CODEC
 
     @property
     def num_shards(self) -> int:
@@ -60,6 +62,7 @@ class DatasetInfo:
             "shape": list(self.shape),
             "spacing": list(self.spacing),
             "synthgen_version": self.synthgen_version,
+            "label_codec": self.label_codec,
             "schema": {name: spec.to_json() for name, spec in self.schema.items()},
         }
 
@@ -70,14 +73,16 @@ class DatasetInfo:
             num_samples=int(data["num_samples"]), shard_size=int(data["shard_size"]),
             shape=tuple(data["shape"]), spacing=tuple(float(s) for s in data["spacing"]),
             schema={k: FieldSpec.from_json(v) for k, v in data["schema"].items()},
-            synthgen_version=data["synthgen_version"], format_version=int(data["format_version"]))
+            synthgen_version=data["synthgen_version"], format_version=int(data["format_version"]),
+            label_codec=data.get("label_codec", LEGACY_LABEL_CODEC))
 
     def differences(self, other: "DatasetInfo") -> list[str]:
         """Human-readable differences that make ``other`` a different dataset, e.g.
         ``["seed: 0 (existing) vs 7 (requested)", "config.size: 64 vs 128"]``."""
         mine, theirs = self.to_json(), other.to_json()
         diffs = []
-        for key in ("engine", "seed", "num_samples", "shard_size", "format_version", "synthgen_version"):
+        for key in ("engine", "seed", "num_samples", "shard_size", "format_version", "synthgen_version",
+                    "label_codec"):
             if mine[key] != theirs[key]:
                 diffs.append(f"{key}: {mine[key]} (existing) vs {theirs[key]} (requested)")
         for key in sorted(set(mine["config"]) | set(theirs["config"])):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import fsspec
@@ -18,8 +19,11 @@ from fsspec.implementations.local import LocalFileSystem
 
 from synthgen.atomic_files import write_atomically
 from synthgen.errors import SynthgenError
-from synthgen.store.cache import ObjectCache, cache_directory, is_metadata_key
+from synthgen.store.cache import ObjectCache, cache_directory, is_metadata_key, read_local_range
+from synthgen.store.output_paths import check_output_path
 from synthgen.store.urls import refuse_cache_write, split_cache_url, translated_errors
+
+IOV_MAX = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 16  # buffers per preadv
 
 
 class ObjectStore:
@@ -73,33 +77,33 @@ class ObjectStore:
     def read_range(self, key: str, start: int | None = None, stop: int | None = None,
                    suffix: int | None = None) -> bytes:
         """Bytes ``[start:stop]`` of ``key`` (``stop`` None: to the end), or its last ``suffix``
-        bytes: one ranged request, or a seek and read on a local disk or in the cache."""
+        bytes: one ranged request, or one pread on a local disk or in the cache."""
         with self._errors():
             if self.cache is not None and not is_metadata_key(key):
                 return self.cache.read(key, start, stop, suffix)
+            if self.is_local:
+                return read_local_range(self.path(key), start, stop, suffix)
             if suffix is not None:
                 size = self.fs.size(self.path(key))
                 return self.fs.cat_file(self.path(key), start=max(0, size - suffix))
             return self.fs.cat_file(self.path(key), start=start, end=stop)
 
-    def read_into(self, key: str, start: int, out: memoryview) -> None:
-        """Fill ``out`` with the bytes of ``key`` from ``start``: straight from the file into
-        ``out`` on a local disk or in the cache (no intermediate copy), one ranged read remotely."""
+    def read_into(self, key: str, start: int, out: memoryview | Sequence[memoryview]) -> None:
+        """Fill ``out`` with the bytes of ``key`` from ``start``; a list of buffers is filled one
+        after the other (a scatter read, e.g. a chunk's payload and its checksum). Straight from
+        the file into the buffers on a local disk or in the cache (``preadv``, no intermediate
+        copy), one ranged read remotely."""
+        buffers = [out] if isinstance(out, memoryview) else list(out)
+        total = sum(buffer.nbytes for buffer in buffers)
         with self._errors():
             local = (self.cache.local_path(key) if self.cache is not None and not is_metadata_key(key)
                      else self.path(key) if self.is_local else None)
             if local is None:
-                data = self.fs.cat_file(self.path(key), start=start, end=start + len(out))
+                got = _scatter(self.fs.cat_file(self.path(key), start=start, end=start + total), buffers)
             else:
-                with open(local, "rb") as handle:
-                    handle.seek(start)
-                    data = None
-                    got = handle.readinto(out)
-            if data is not None:
-                got = len(data)
-                out[:got] = data
-        if got != len(out):
-            raise ValueError(f"{key} is truncated: read {got} of {len(out)} bytes from offset {start}")
+                got = _preadv(local, start, buffers)
+        if got != total:
+            raise ValueError(f"{key} is truncated: read {got} of {total} bytes from offset {start}")
 
     def write_atomic(self, key: str, data: bytes) -> None:
         """Readers see the old object or the whole new one, never a part: temp file and rename
@@ -123,7 +127,10 @@ class ObjectStore:
     def existing_output(self, kind: str) -> bool:
         """Check the root as an output location for a ``kind`` ("dataset", "template bank"):
         refuse a file (SynthgenError); return whether a non-empty folder is already there, which
-        the caller must recognise as its own or refuse with :func:`foreign_output_error`."""
+        the caller must recognise as its own or refuse with :func:`foreign_output_error`. A local
+        root is first checked by :func:`check_output_path` (a file among its parents, a folder
+        that cannot be written)."""
+        check_output_path(self.url, kind, folder=True, example=".zarr")
         if self.exists() and not self.is_dir():
             raise SynthgenError(f"output path {self.url} is a file; pass a folder path for the {kind}, "
                                 f"such as {self.url}.zarr")
@@ -166,6 +173,32 @@ class ObjectStore:
         with self._errors(writing=True):
             if self.fs.exists(self._fresh(self.root)):
                 self.fs.rm(self.root, recursive=True)
+
+
+def _preadv(path: str, start: int, buffers: list[memoryview]) -> int:
+    """Read the file at ``path`` from ``start`` into ``buffers`` in order; returns bytes read."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        got = 0
+        for first in range(0, len(buffers), IOV_MAX):
+            group = buffers[first:first + IOV_MAX]
+            count = os.preadv(fd, group, start + got)
+            got += count
+            if count < sum(buffer.nbytes for buffer in group):
+                break
+        return got
+    finally:
+        os.close(fd)
+
+
+def _scatter(data: bytes, buffers: list[memoryview]) -> int:
+    """Copy ``data`` into ``buffers`` in order; returns bytes copied."""
+    view, position = memoryview(data), 0
+    for buffer in buffers:
+        piece = view[position:position + buffer.nbytes]
+        buffer[:len(piece)] = piece
+        position += len(piece)
+    return position
 
 
 def foreign_output_error(path: str, kind: str) -> SynthgenError:

@@ -18,7 +18,8 @@ from synthgen.store.generated import GeneratedDataset, is_generated_spec
 from synthgen.store.info import DatasetInfo
 from synthgen.store.layout import shard_object_key
 from synthgen.store.objects import ObjectStore
-from synthgen.store.shard_reader import ShardLayout, read_index, read_layout, read_sample_into, read_samples
+from synthgen.store.shard_reader import (CorruptChunk, ShardLayout, read_index, read_layout, read_sample_into,
+                                         read_samples)
 from synthgen.store.verify import VerifyReport, verify_shards
 from synthgen.store.writer import read_info, zarr_store
 
@@ -29,7 +30,9 @@ class Dataset:
     ``len(ds)`` is the number of samples the dataset will hold when complete; ``ds[i]`` returns
     sample ``i`` as ``{field: numpy array}`` if its shard is committed, else raises
     SynthgenError. A committed shard whose object is missing or corrupt also raises
-    SynthgenError naming the shard (Zarr alone would return zeros for a missing shard).
+    SynthgenError naming the shard (Zarr alone would return zeros for a missing shard); every
+    read checks each sample's chunk against its crc32c (datasets written before chunk checksums:
+    the shard index's checksum and the decoder's checks only).
     """
 
     def __init__(self, path: str) -> None:
@@ -41,12 +44,12 @@ class Dataset:
                 f"{self.path} is not a synthgen dataset (no synthgen attributes in zarr.json); "
                 f"create one with `synthgen generate --out {self.path}`")
         self.info: DatasetInfo = info
-        self._group = zarr.open_group(store=zarr_store(self.path, read_only=True), mode="r")
+        self._group: Any = None
         self._committed = set(committed_shards(self.objects))
         self._engine: Engine | None = None
         self._arrays: dict[str, Any] = {}
         self._layouts: dict[str, ShardLayout | None] = {}
-        self._indexes: dict[tuple[str, int], np.ndarray] = {}
+        self._indexes: dict[tuple[str, int], tuple[str, ShardLayout, np.ndarray]] = {}
         self._present: set[tuple[str, int]] = set()
 
     def __len__(self) -> int:
@@ -67,6 +70,12 @@ class Dataset:
     @property
     def fields(self) -> list[str]:
         return list(self.info.schema)
+
+    @property
+    def chunk_checksums(self) -> bool:
+        """Whether every stored field's chunks end with a crc32c that each read checks (False for
+        datasets written before chunk checksums, which only ``verify`` checks byte for byte)."""
+        return all(layout is not None and layout.checksummed for layout in map(self._layout, self.fields))
 
     @property
     def engine(self) -> Engine:
@@ -126,28 +135,34 @@ class Dataset:
 
     def read_sample_into(self, field: str, index: int, out: np.ndarray) -> None:
         """Read sample ``index`` of ``field`` into ``out`` (C-contiguous, the field's shape and
-        dtype, e.g. a row of a batch tensor): one ranged read for store format v1 shards, the
-        shard's index table read once per process."""
-        shard = self.shard_of(index)
-        self._readable_shard(shard, [field])
-        layout = self._layout(field)
-        with self._damage_errors(field, shard):
+        dtype, e.g. a row of a batch tensor): one ranged read and a crc32c check for store
+        format v1 shards, the shard's index table read once per process."""
+        shard_size = self.info.shard_size
+        shard = index // shard_size
+        cached = self._indexes.get((field, shard)) if 0 <= index < self.info.num_samples else None
+        if cached is None:  # first read of this shard and field: every check, then the index table
+            shard = self._readable_shard(self.shard_of(index), [field])
+            layout = self._layout(field)
             if layout is None:
-                out[...] = self._array(field)[index]
+                with self._damage_errors(field, shard, index):
+                    out[...] = self._array(field)[index]
                 return
             key = shard_object_key(field, self.info.schema[field], shard)
-            table = self._indexes.get((field, shard))
-            if table is None:
-                table = self._indexes[(field, shard)] = read_index(self.objects, key, layout)
-            read_sample_into(self.objects, key, layout, table, index - shard * self.info.shard_size, out)
+            with self._damage_errors(field, shard, index):
+                cached = self._indexes[(field, shard)] = (key, layout, read_index(self.objects, key, layout))
+        key, layout, table = cached
+        with self._damage_errors(field, shard, index):
+            read_sample_into(self.objects, key, layout, table, index - shard * shard_size, out)
 
     def _readable_shard(self, shard: int, fields: list[str]) -> int:
+        """``shard`` if it is committed; a SynthgenError otherwise, or when a field read through
+        zarr lacks its object (zarr would read zeros; the direct reader finds it missing itself)."""
         if shard not in self._committed:
             raise SynthgenError(
                 f"shard {shard} of {self.path} is not committed (the dataset is incomplete); "
                 f"rerun the same `synthgen generate` command to finish it")
         for field in fields:
-            if (field, shard) in self._present:
+            if (field, shard) in self._present or self._layout(field) is not None:
                 continue
             if self.objects.exists(shard_object_key(field, self.info.schema[field], shard)):
                 self._present.add((field, shard))
@@ -159,7 +174,7 @@ class Dataset:
 
     def _read(self, field: str, shard: int, selection: int | slice) -> np.ndarray:
         layout = self._layout(field)
-        with self._damage_errors(field, shard):
+        with self._damage_errors(field, shard, selection if isinstance(selection, int) else None):
             if layout is None:
                 return np.asarray(self._array(field)[selection])
             base = shard * self.info.shard_size
@@ -176,16 +191,21 @@ class Dataset:
         return self._layouts[field]
 
     def _array(self, field: str) -> Any:
+        """The zarr array of ``field`` (only for layouts the direct shard reader does not read)."""
         if field not in self._arrays:
+            if self._group is None:
+                self._group = zarr.open_group(store=zarr_store(self.path, read_only=True), mode="r")
             self._arrays[field] = self._group[field]
         return self._arrays[field]
 
     @contextlib.contextmanager
-    def _damage_errors(self, field: str, shard: int) -> Iterator[None]:
-        """Damaged bytes become a SynthgenError naming the shard; storage trouble (OSError)
-        keeps its own message."""
+    def _damage_errors(self, field: str, shard: int, index: int | None = None) -> Iterator[None]:
+        """Damaged bytes become a SynthgenError naming the shard and the sample (``index``, or
+        the one the shard reader found damaged); storage trouble (OSError) keeps its own message."""
         try:
             yield
+        except SynthgenError:
+            raise
         except FileNotFoundError as err:
             raise SynthgenError(
                 f"shard {shard} of field {field} is missing from {self.path} although committed; "
@@ -193,10 +213,13 @@ class Dataset:
         except OSError:
             raise
         except Exception as err:  # zarr, its codecs and shard_reader raise ValueError/RuntimeError/...
+            if isinstance(err, CorruptChunk):
+                index = shard * self.info.shard_size + err.offset
+            where = "" if index is None else f" at sample {index}"
             raise SynthgenError(
-                f"shard {shard} of field {field} in {self.path} is corrupt ({type(err).__name__}: "
-                f"{first_line(err)}); run `synthgen verify "
-                f"{self.path}` and regenerate the damaged shards") from err
+                f"shard {shard} of field {field} in {self.path} is corrupt{where} ({type(err).__name__}: "
+                f"{first_line(err)}); run `synthgen verify {self.path}` and regenerate the damaged "
+                f"shards") from err
 
 
 def open_dataset(path: str) -> Dataset | GeneratedDataset:

@@ -7,6 +7,7 @@ field by field, read back, fingerprinted, and only then committed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -42,12 +43,17 @@ def read_info(objects: ObjectStore) -> DatasetInfo | None:
         return None
 
 
-def prepare_dataset(path: str, info: DatasetInfo, overwrite: bool = False) -> list[int]:
+def prepare_dataset(path: str, info: DatasetInfo, overwrite: bool = False, keep_label_codec: bool = False,
+                    chunk_checksums: bool = True) -> list[int]:
     """Create the dataset at ``path`` or check that the one there is the same; returns the shard
     ids already committed (to be skipped).
 
     Refuses (SynthgenError, nothing touched) a path that is a file, a non-empty directory that
     is not a synthgen dataset, or a synthgen dataset with another identity unless ``overwrite``.
+    ``keep_label_codec``: resuming takes the existing dataset's label codec instead of
+    ``info.label_codec`` (for a codec the user did not choose). ``chunk_checksums``: a new
+    dataset's chunks carry a crc32c (False only to write the layout of datasets made before
+    chunk checksums, for tests and benchmarks); a resume always keeps the existing arrays' codecs.
     """
     objects = ObjectStore(path)
     if objects.existing_output("dataset"):
@@ -57,23 +63,25 @@ def prepare_dataset(path: str, info: DatasetInfo, overwrite: bool = False) -> li
         if overwrite:
             objects.remove_all()
         else:
+            if keep_label_codec:
+                info = dataclasses.replace(info, label_codec=existing.label_codec)
             differences = existing.differences(info)
             if differences:
                 raise SynthgenError(
                     f"{path} holds a different dataset ({'; '.join(differences)}); rerun with the "
                     f"original arguments to resume, --overwrite to replace it, or another --out")
             return committed_shards(objects)
-    _create(path, info)
+    _create(path, info, chunk_checksums)
     return []
 
 
-def _create(path: str, info: DatasetInfo) -> None:
+def _create(path: str, info: DatasetInfo, chunk_checksums: bool) -> None:
     group = zarr.open_group(store=zarr_store(path, read_only=False), mode="w", zarr_format=3)
     for name, spec in info.schema.items():
         group.create_array(
             name, shape=(info.num_samples, *spec.shape), dtype=spec.dtype,
             chunks=(1, *spec.shape), shards=(info.shard_size, *spec.shape),
-            compressors=compressors_for(spec), fill_value=0,
+            compressors=compressors_for(spec, info.label_codec, chunk_checksums), fill_value=0,
             config={"write_empty_chunks": True}, attributes={"meaning": spec.meaning, "kind": spec.kind})
     group.create_group(COMMITS_DIR, attributes={"meaning": "commit records, one JSON per shard"})
     # Attributes last: a folder without them is recognisably an unfinished creation.

@@ -28,9 +28,11 @@ class StreamBenchReport:
 
 def stream_bench(path: str, fields: Sequence[str] | None = None, workers: int = 0, batch_size: int = 8,
                  max_samples: int | None = None, shuffle: bool = True) -> StreamBenchReport:
-    """Time one pass (or ``max_samples``) of a DataLoader over a ShardStream of ``path``."""
+    """Time one pass (or ``max_samples``) of a DataLoader with ``workers`` worker processes over
+    a ShardStream of ``path``; with 0 workers the stream is iterated directly, as a training loop
+    without a DataLoader would."""
     stream = ShardStream(path, fields=fields, batch_size=batch_size, shuffle=shuffle)
-    loader = DataLoader(stream, batch_size=None, num_workers=workers)
+    loader = DataLoader(stream, batch_size=None, num_workers=workers) if workers else stream
     samples, nbytes = 0, 0
     started = time.perf_counter()
     try:

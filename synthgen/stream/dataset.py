@@ -8,6 +8,7 @@ storage call, and a clear error (or a warning and a stand-in sample) for a damag
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -21,25 +22,38 @@ from synthgen.store.reader import Dataset, open_dataset
 from synthgen.stream.crop import crop_start
 from synthgen.stream.order import epoch_order
 from synthgen.stream.partition import rank_count, rank_indices, worker_indices
-from synthgen.stream.reading import ON_ERROR, fill_batch
+from synthgen.stream.reading import ON_ERROR, fill_batch, read_ahead, warn_skipped
 
 STATE_VERSION = 1
+
+
+def _empty_batch(count: int, shape: tuple[int, ...], dtype: torch.dtype, shared: bool) -> torch.Tensor:
+    """An uninitialised (count, *shape) tensor, allocated in shared memory inside a DataLoader
+    worker (as torch's own collate does) so that handing it to the main process copies nothing."""
+    if not shared:
+        return torch.empty((count, *shape), dtype=dtype)
+    template = torch.empty(0, dtype=dtype)
+    return template.new(template._typed_storage()._new_shared(count * math.prod(shape))).view(count, *shape)
 
 
 class ShardStream(IterableDataset):
     """Stream the samples of a synthgen dataset (path or fsspec URL) into training, as batches.
     For a ``generate:`` spec (nothing stored) batches hold only ``"index"`` (and
-    ``"crop_start"``), and :class:`DeviceStage` generates the samples on the training device.
+    ``"crop_start"``, ``"crop_size"``), and :class:`DeviceStage` generates the samples on the
+    training device.
 
     The stream yields whole batches, each sample read straight into its row (no collate copy),
     in shared memory inside DataLoader workers: use ``DataLoader(stream, batch_size=None,
-    num_workers=K, pin_memory=True)``. ``len(stream)`` is this rank's number of batches.
+    num_workers=K, pin_memory=True)``, or iterate it directly. Two reader threads per process
+    read the next batches while the current one is consumed (``reading.READ_AHEAD``), which is
+    what keeps even batch size 1 at memory speed without workers. ``len(stream)`` is this
+    rank's number of batches.
 
     Args:
         path: dataset path or URL.
         fields: stored fields to yield (default: all). Each batch is ``{field: (B, *shape)
-            tensor, "index": (B,) int64}`` (plus ``"crop_start"`` (B, 3) when a crop is
-            deferred, see below).
+            tensor, "index": (B,) int64}`` (plus ``"crop_start"`` and ``"crop_size"``, both
+            (B, 3) int64, when a crop is deferred, see below).
         seed: the order's seed (independent of the dataset's generation seed).
         shuffle: shuffle shards and samples within blocks of ``block_shards`` shards.
         rank, world_size: this process's rank; default from ``torch.distributed`` when it is
@@ -48,11 +62,12 @@ class ShardStream(IterableDataset):
             repeats of the epoch's first samples (False).
         crop: optional (d, h, w) random crop, one box per sample from (seed, epoch, index). For
             datasets whose views are derived on read (``--store labels``) the crop is deferred to
-            :class:`DeviceStage` (views must be rendered from the whole label map): items then
-            hold the whole volumes and ``"crop_start"``.
-        on_error: "raise" (default: a damaged or missing shard stops the run with a message
-            naming it and ``synthgen verify``) or "skip" (a warning; its samples are replaced by
-            readable ones of the same block, keeping the counts equal).
+            :class:`DeviceStage` (views must be rendered from the whole label map): batches then
+            hold the whole volumes, ``"crop_start"`` and ``"crop_size"``, all the stage needs.
+        on_error: "raise" (default: a damaged or missing shard, or a sample failing its
+            chunk's crc32c, stops the run with a message naming the shard, the sample and
+            ``synthgen verify``) or "skip" (a warning per damaged shard; each unreadable sample
+            is replaced by a readable one of the same batch, keeping the counts equal).
         batch_size: samples per batch (per rank); DataLoader workers take whole batches in turn,
             which is what keeps the order independent of the number of workers.
         float32: yield float fields as float32 instead of the stored float16.
@@ -142,8 +157,18 @@ class ShardStream(IterableDataset):
     def state_dict(self, samples_consumed: int) -> dict[str, Any]:
         """Where to resume, given how many samples THIS RANK's training loop consumed since this
         epoch's iteration began (prefetched samples do not count). Every rank consumes the same
-        number, so the global position is ``start + samples_consumed * world_size``."""
+        number, so the global position is ``start + samples_consumed * world_size``.
+
+        Raises:
+            SynthgenError: ``samples_consumed`` is negative or more than this rank yields in the
+                epoch (from its start position): the count is per epoch, not for the whole run.
+        """
         _, world = self.rank_world
+        most = self.num_samples
+        if not 0 <= int(samples_consumed) <= most:
+            raise SynthgenError(f"samples_consumed={samples_consumed} is outside 0..{most}: the count is per epoch, "
+                                f"the samples this rank consumed since this epoch's iteration began (at most "
+                                f"{most} in epoch {self.epoch}), not since the run began")
         return {"version": STATE_VERSION, "epoch": self.epoch, "position": self._start + int(samples_consumed) * world,
                 "seed": self.seed, "shuffle": self.shuffle, "block_shards": self.block_shards,
                 "shards": list(self._shards)}
@@ -170,30 +195,42 @@ class ShardStream(IterableDataset):
         worker_id, workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
         mine = rank_indices(self.epoch_order(), self._start, rank, world, self.drop_last)
         mine = worker_indices(mine, worker_id, workers, self.batch_size)
-        skipped: set[int] = set()
-        for first in range(0, len(mine), self.batch_size):
-            indices = mine[first:first + self.batch_size].tolist()
-            crop_here = self.crop is not None and not self.defer_crop
+        dataset, warned = self.dataset, set()
+        crop_here = self.crop is not None and not self.defer_crop
+        rows = {f: self._row_layout(f, crop_here) for f in self.fields}
+
+        def allocate(indices: list[int]) -> tuple[list[int], dict[str, torch.Tensor]]:
+            # in the consumer's thread, which also frees the batches: memory allocated in a reader
+            # thread (another malloc arena) came back with 5x as many page faults
+            return indices, {f: _empty_batch(len(indices), shape, dtype, shared=worker is not None)
+                             for f, (shape, dtype) in rows.items()}
+
+        def read(job: tuple[list[int], dict[str, torch.Tensor]]
+                 ) -> tuple[list[int], dict[str, torch.Tensor], dict[int, SynthgenError]]:
+            indices, out = job
             crops = [self._crop_start(i) for i in indices] if crop_here else None
-            out = {f: self._empty_batch(f, len(indices), crop_here, shared=worker is not None) for f in self.fields}
-            actual = fill_batch(self.dataset, indices, {f: t.numpy() for f, t in out.items()}, self.on_error,
-                                skipped, crops, self.crop)
+            actual, errors = fill_batch(dataset, indices, {f: t.numpy() for f, t in out.items()}, self.on_error,
+                                        crops, self.crop)
             batch = {f: t.float() if self.float32 and t.is_floating_point() else t for f, t in out.items()}
-            batch["index"] = torch.tensor(actual, dtype=torch.int64)
+            batch["index"] = torch.from_numpy(np.array(actual, dtype=np.int64))
             if self.defer_crop:
                 batch["crop_start"] = torch.from_numpy(np.stack([self._crop_start(i) for i in actual]))
+                batch["crop_size"] = torch.tensor([self.crop] * len(actual), dtype=torch.int64)
+            return indices, batch, errors
+
+        jobs = (allocate(mine[first:first + self.batch_size].tolist())
+                for first in range(0, len(mine), self.batch_size))
+        for indices, batch, errors in read_ahead(read, jobs):
+            warn_skipped(indices, errors, dataset.info.shard_size, warned)
             yield batch
 
     def _crop_start(self, index: int) -> np.ndarray:
         return crop_start(self.dataset.info.shape, self.crop, self.seed, self.epoch, index)
 
-    def _empty_batch(self, field: str, count: int, cropped: bool, shared: bool) -> torch.Tensor:
-        """An uninitialised (count, *shape) tensor for ``field``, in shared memory inside a
-        DataLoader worker so that handing it to the main process copies nothing."""
+    def _row_layout(self, field: str, cropped: bool) -> tuple[tuple[int, ...], torch.dtype]:
+        """Shape and dtype of one row of ``field``'s batches."""
         spec = self.dataset.info.schema[field]
-        shape = (*spec.shape[:-3], *self.crop) if cropped else spec.shape
-        tensor = torch.empty((count, *shape), dtype=getattr(torch, spec.dtype))
-        return tensor.share_memory_() if shared else tensor
+        return ((*spec.shape[:-3], *self.crop) if cropped else tuple(spec.shape)), getattr(torch, spec.dtype)
 
     # -- plumbing -------------------------------------------------------------------------------
 

@@ -4,7 +4,9 @@
    ``--store labels`` dataset, per sample from its label map, seed and index), so a consumer
    receives the same batch whatever the storage mode. For a ``generate:`` spec nothing is
    stored and every field is generated here, on the training device (online generation).
-2. Crops deferred by the stream (views must be rendered from whole label maps) are applied.
+2. Crops deferred by the stream (views must be rendered from whole label maps) are applied,
+   at the corners and size the batch carries (``"crop_start"``, ``"crop_size"``): the crop is
+   stated once, to the stream.
 3. Optionally, the label-ensemble online augmentation (shared flips and affine, per-view blur,
    noise, bias field, gamma, motion), with parameters drawn from a generator seeded by the
    stream seed and the batch's sample indices: the same batch gets the same augmentation.
@@ -18,6 +20,7 @@ from typing import Any
 
 import torch
 
+from synthgen.errors import SynthgenError
 from synthgen.ops.augment.online import OnlineAugment
 from synthgen.seeding import generator_from, seed_from
 from synthgen.store.reader import open_dataset
@@ -30,7 +33,8 @@ class DeviceStage:
     Args:
         path: the dataset the stream reads (for its engine, seed and schema): a store or a
             ``generate:`` spec.
-        crop: the stream's crop (only used when the stream deferred it).
+        crop: optional, the stream's crop; deferred crops take their size from the batch, and
+            a ``crop`` that differs from it is refused (SynthgenError).
         augment: apply the online augmentation (needs ``labels``, ``view1`` and ``view2``).
         augment_config: overrides of the online augmentation's probabilities and ranges.
         seed: the augmentation's seed (use the stream's).
@@ -55,10 +59,10 @@ class DeviceStage:
             for name in self.derived:
                 batch[name] = torch.stack([r[name] for r in rendered])
         if "crop_start" in batch:
-            starts = batch.pop("crop_start").tolist()
+            starts, crop = batch.pop("crop_start").tolist(), self._deferred_crop(batch.pop("crop_size", None))
             for name in self.volume_fields:
                 if name in batch:
-                    batch[name] = torch.stack([apply_crop(batch[name][i], starts[i], self.crop)
+                    batch[name] = torch.stack([apply_crop(batch[name][i], starts[i], crop)
                                                for i in range(len(indices))])
         for name, spec in self.volume_fields.items():
             if name in batch:
@@ -67,6 +71,19 @@ class DeviceStage:
         if self.augment is not None:
             batch = self.augment(batch, self.batch_generator(indices))
         return batch
+
+    def _deferred_crop(self, sizes: torch.Tensor | None) -> tuple[int, ...]:
+        """The crop size of a batch whose crop the stream deferred: its ``"crop_size"`` rows
+        (B, 3), checked against the stage's ``crop`` when both are given."""
+        crop = None if sizes is None else tuple(int(n) for n in sizes[0].tolist())
+        given = None if self.crop is None else tuple(int(n) for n in self.crop)
+        if crop is None and given is None:
+            raise SynthgenError("the batch has crop_start but no crop_size; pass the stream's batches unchanged, "
+                                "or give DeviceStage(..., crop=stream.crop)")
+        if crop is not None and given is not None and crop != given:
+            raise SynthgenError(f"DeviceStage crop {given} differs from the stream's crop {crop}; leave crop out "
+                                f"of DeviceStage (it takes the stream's)")
+        return crop if crop is not None else given
 
     def set_epoch(self, epoch: int) -> None:
         """Augment epoch ``epoch``'s batches: with ``seed`` in epoch 0 and a seed derived from

@@ -1,83 +1,84 @@
-"""Filling one batch: each sample read straight into its row of the batch tensors.
+"""Filling batches: each sample read straight into its row of the batch tensors, batches read
+ahead in threads.
 
 Why batches: a DataLoader that collates single samples copies every byte once more
 (``torch.stack``), about a third of a warm read pass; here each sample is read (raw chunks) or
 decompressed (label maps) directly into its row, one ranged read per sample and field, with each
 shard's index table read once per process (``Dataset.read_sample_into``). Unreadable shards
-raise, or with ``on_error="skip"`` are warned about once and their samples replaced by readable
-ones of the same batch, so every consumer still yields the same number of samples.
+raise, or with ``on_error="skip"`` are warned about once and their unreadable samples replaced
+by readable ones of the same batch, so every consumer still yields the same number of samples.
+
+Why read-ahead: file reads, crc32c checks and blosc decompression release the GIL, so two batches
+read in two threads proceed in parallel (and the next batch is read while the consumer works on
+this one). Whole batches per thread keep both threads busy even at batch size 1, where splitting
+one sample's fields over threads left one waiting for the other. On a machine whose cores are
+busy with other work the second thread gains nothing (measured in benchmarks/README.md, "Stream
+throughput").
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import warnings
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import TypeVar
 
 import numpy as np
 
 from synthgen.errors import SynthgenError
 from synthgen.store.reader import Dataset
+from synthgen.store.shard_reader import aligned_empty
 from synthgen.stream.crop import apply_crop
 
 ON_ERROR = ("raise", "skip")
+READ_AHEAD = 2  # batches in flight while the consumer waits for the oldest
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 def fill_batch(dataset: Dataset, indices: Sequence[int], out: dict[str, np.ndarray], on_error: str,
-               skipped: set[int], crops: Sequence[np.ndarray] | None = None,
-               crop: tuple[int, int, int] | None = None) -> list[int]:
-    """Read samples ``indices`` into the rows of ``out`` ({field: (B, *shape) array}); the
-    fields are read concurrently (file reads and blosc decompression release the GIL, so label
-    maps decode while a view is read; a labels field's rows are split over two threads).
+               crops: Sequence[np.ndarray] | None = None, crop: tuple[int, int, int] | None = None
+               ) -> tuple[list[int], dict[int, SynthgenError]]:
+    """Read samples ``indices`` into the rows of ``out`` ({field: (B, *shape) array}) in the
+    calling thread; with ``on_error="skip"`` a row that cannot be read gets a readable row's
+    sample instead (decided per sample, so the result does not depend on which batch met a
+    damaged shard first when batches are read concurrently).
 
     Args:
         dataset: the open dataset.
         indices: the batch's global sample indices, in order.
         out: destination arrays; with ``crops``, rows have the cropped shape.
         on_error: "raise" or "skip" (see the module docstring).
-        skipped: shards already found unreadable (updated in place).
         crops: per-sample crop corners, or None for whole volumes.
         crop: the crop size (with ``crops``).
 
     Returns:
-        The indices actually in each row (a stand-in where a shard was skipped).
+        The indices actually in each row (a stand-in where a sample was unreadable), and the
+        errors of the unreadable rows ({row: error}, for :func:`warn_skipped`).
     """
-    shard_size = dataset.info.shard_size
-    rows = [row for row, index in enumerate(indices) if index // shard_size not in skipped]
-
-    def read_field(task: tuple[str, list[int]]) -> dict[int, SynthgenError]:
-        field, task_rows = task
-        batch, errors = out[field], {}
-        spec = dataset.info.schema[field]
-        scratch = np.empty(spec.shape, dtype=spec.dtype) if crops is not None else None
-        for row in task_rows:
+    errors: dict[int, SynthgenError] = {}
+    for field, batch in out.items():
+        scratch = aligned_empty(dataset.info.schema[field].shape, batch.dtype) if crops is not None else None
+        for row, index in enumerate(indices):
+            if row in errors:
+                continue
             try:
                 if scratch is None:
-                    dataset.read_sample_into(field, indices[row], batch[row])
+                    dataset.read_sample_into(field, index, batch[row])
                 else:
-                    dataset.read_sample_into(field, indices[row], scratch)
+                    dataset.read_sample_into(field, index, scratch)
                     batch[row] = apply_crop(scratch, crops[row], crop)
             except SynthgenError as err:
                 if on_error == "raise":
                     raise
                 errors[row] = err
-        return errors
-
-    # compressed fields (label maps) cost a decompression per sample: two tasks share their rows
-    tasks = [(field, rows[part::parts]) for field in out
-             for parts in [2 if dataset.info.schema[field].kind == "labels" else 1] for part in range(parts)]
-    errors: dict[int, SynthgenError] = {}
-    for field_errors in _field_pool().map(read_field, tasks):
-        errors.update(field_errors)
-    for row, err in sorted(errors.items()):
-        if indices[row] // shard_size not in skipped:
-            warnings.warn(f"skipping unreadable {err}", RuntimeWarning, stacklevel=2)
-            skipped.add(indices[row] // shard_size)
-    failed = [row for row in range(len(indices)) if row not in rows or row in errors]
-    readable = [row for row in range(len(indices)) if row not in failed]
+    failed = sorted(errors)
+    readable = [row for row in range(len(indices)) if row not in errors]
     if failed and not readable:
-        raise SynthgenError(f"every sample of a batch is in an unreadable shard (shards {sorted(skipped)}); "
+        shards = sorted({indices[row] // dataset.info.shard_size for row in failed})
+        raise SynthgenError(f"every sample of a batch is unreadable (shards {shards}); "
                             f"run `synthgen verify {dataset.path}`")
     actual = list(indices)
     for n, row in enumerate(failed):
@@ -85,15 +86,44 @@ def fill_batch(dataset: Dataset, indices: Sequence[int], out: dict[str, np.ndarr
         for batch in out.values():
             batch[row] = batch[source]
         actual[row] = actual[source]
-    return actual
+    return actual, errors
+
+
+def warn_skipped(indices: Sequence[int], errors: dict[int, SynthgenError], shard_size: int,
+                 warned: set[int]) -> None:
+    """Warn once per damaged shard (``warned``: the shards warned about so far, updated) about
+    a batch's ``errors`` from :func:`fill_batch`; called in the consumer's thread, in order."""
+    for row, err in sorted(errors.items()):
+        if indices[row] // shard_size not in warned:
+            warnings.warn(f"skipping unreadable {err}", RuntimeWarning, stacklevel=3)
+            warned.add(indices[row] // shard_size)
+
+
+def read_ahead(read: Callable[[Item], Result], items: Iterable[Item]) -> Iterator[Result]:
+    """``read(item)`` for every item, in order, with up to READ_AHEAD reads in flight in this
+    process's reader threads. An exception surfaces when its item's turn comes; reads still in
+    flight when the consumer stops early are finished (or cancelled) before this returns."""
+    pool = _reader_pool()
+    pending: collections.deque[Future[Result]] = collections.deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(read, item))
+            if len(pending) == READ_AHEAD:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+        wait(pending)
 
 
 _POOL: tuple[int, ThreadPoolExecutor] | None = None
 
 
-def _field_pool() -> ThreadPoolExecutor:
-    """This process's thread pool for field reads (threads do not survive a fork: one per pid)."""
+def _reader_pool() -> ThreadPoolExecutor:
+    """This process's reader threads (threads do not survive a fork: one pool per pid)."""
     global _POOL
     if _POOL is None or _POOL[0] != os.getpid():
-        _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=4, thread_name_prefix="synthgen-read"))
+        _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=READ_AHEAD, thread_name_prefix="synthgen-read"))
     return _POOL[1]

@@ -9,7 +9,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from synthgen.errors import SynthgenError
-from synthgen.preview import BACKGROUND, GAP_PX, TEXT_COLOUR, label_colours, resize_nearest
+from synthgen.preview import BACKGROUND, GAP_PX, TEXT_COLOUR, label_colours, resize_nearest, save_png
+from synthgen.store.output_paths import check_output_path
 from synthgen.templates.bank import TemplateBank
 
 PERCENTILES = (0, 5, 25, 50, 75, 95, 100)
@@ -70,8 +71,10 @@ def render_bank_preview(bank: TemplateBank, out_png: str, count: int = 48) -> st
     Each cell shows one template as a depth-shaded projection along array axis 1 (axis 0 across,
     axis 2 up: a coronal view for TotalSegmentator masks in RAS-like voxel order), scaled to fit
     the cell with its physical aspect ratio, coloured by name, captioned with id, name and crop
-    shape. Raises SynthgenError for an empty bank, ``count`` < 1, or an unwritable ``out_png``.
+    shape. Raises SynthgenError for an empty bank, ``count`` < 1, or an unwritable ``out_png``
+    (checked before rendering).
     """
+    check_output_path(out_png, "PNG", folder=False, example="templates.png")
     if len(bank) == 0:
         raise SynthgenError(f"template bank {bank.path} is empty; there is nothing to preview")
     if count < 1:
@@ -98,7 +101,7 @@ def render_bank_preview(bank: TemplateBank, out_png: str, count: int = 48) -> st
         y, x = TITLE_PX + (k // COLUMNS) * pitch_y + CELL_PX + 1, (k % COLUMNS) * pitch_x + 2
         draw.text((x, y), f"#{i} {entry.name}"[:21], fill=TEXT_COLOUR, font=font)
         draw.text((x, y + FONT_PX + 2), "x".join(str(n) for n in entry.shape), fill=TEXT_COLOUR, font=font)
-    return _save(image, out_png)
+    return save_png(image, out_png)
 
 
 def _cell(mask: np.ndarray, spacing: np.ndarray, colour: np.ndarray) -> np.ndarray:
@@ -114,13 +117,3 @@ def _cell(mask: np.ndarray, spacing: np.ndarray, colour: np.ndarray) -> np.ndarr
     cell[top:top + height, left:left + width] = np.where(shade > 0, shade * colour, BACKGROUND).round()
     return cell
 
-
-def _save(image: Image.Image, out: str) -> str:
-    if os.path.isdir(out):
-        raise SynthgenError(f"{out} is a directory; give a PNG file path such as {out}/templates.png")
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        image.save(out, format="PNG")
-    except OSError as err:
-        raise SynthgenError(f"cannot write preview {out}: {err.strerror or err}") from err
-    return out
