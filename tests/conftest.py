@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from synthgen.engines import get_engine
 from synthgen.runner import generate
@@ -13,6 +14,17 @@ from synthgen.runner import generate
 SMALL = {"size": 32}
 SMALL_N = 10
 SMALL_SHARD = 4  # three shards: 4 + 4 + 2 samples (the last one partial)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cuda`` skip where torch sees no CUDA device (benchmarks/gpu_check.sh runs
+    exactly them with ``-m cuda``)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
 
 
 def make_small(out: Path, backend: str = "local", **kwargs) -> Path:

@@ -481,7 +481,7 @@ def test_online_probabilities():
     assert float(p.views[0].bias.coefficients.abs().max()) <= 0.5
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.cuda
 def test_online_augment_on_cuda_matches_cpu_where_deterministic():
     config = dict(p_noise=0)  # noise fields come from device generators
     batch = batch_of(2)

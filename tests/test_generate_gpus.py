@@ -81,7 +81,7 @@ def test_cpu_tasks_get_no_gpu(ray_with_logical_gpus, tmp_path: Path) -> None:
     assert open_dataset(str(out)).verify().ok
 
 
-@pytest.mark.skipif(NO_CUDA, reason="needs CUDA")
+@pytest.mark.cuda
 @pytest.mark.parametrize("engine", ["random-shapes", "label-ensemble"])
 def test_gpu_tasks_generate_a_verified_dataset(tmp_path: Path, engine: str) -> None:
     out = tmp_path / f"{engine}.zarr"

@@ -544,7 +544,7 @@ def test_slice2d_bad_mean_length(tmp_path, encoder):
         get_extractor(f"slice2d:{path}")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_matches_cpu(tmp_path, two_layer, encoder):
     volume_path = save_module(tmp_path / "m.pt", two_layer, {})
     slice_path = save_module(tmp_path / "e.pt", encoder, {})
