@@ -7,10 +7,14 @@ Format ``synthgen-pretrain/1`` is a ``torch.save``d dict of tensors and plain Py
      "modules": {name: {"class": "package.module:Name", "args": init_args, "state_dict": ...}},
      "optimizer": ..., "scheduler": ..., "scaler": ..., "step": completed steps, "epoch": stream epoch,
      "rng": [per rank: {"torch", "cuda", "numpy", "python"}], "stream": ShardStream state,
-     "split": {"train": shard ids, "val": shard ids}}
+     "split": {"train": shard ids, "val": shard ids},
+     "best": {"step", "val_loss"} of the lowest validation loss up to this step, or None}
 
-A run directory keeps ``last.pt`` (replaced at every save) and, every ``train.keep_every``
-steps, a hard-linked copy ``step-NNNNNNNN.pt``.
+A run directory keeps ``last.pt`` (replaced at every save; what ``--resume`` continues), every
+``train.keep_every`` steps a hard-linked copy ``step-NNNNNNNN.pt``, and ``best.pt``, the state at
+the step with the lowest validation loss so far (replaced when validation improves on it; its
+``"best"`` names its own step). Runs from before ``best.pt`` have ``last.pt`` only and no
+``"best"`` entry; they resume and export as before.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from synthgen.atomic_files import write_atomically
 from synthgen.errors import SynthgenError, first_line
 
 FORMAT = "synthgen-pretrain/1"
-LAST = "last.pt"
+LAST, BEST = "last.pt", "best.pt"
 PARTIAL_PREFIX = ".partial-"
 
 

@@ -3,7 +3,7 @@
 
     synthgen-pretrain RECIPE --data PATH --out RUN [--config PRESET_OR_FILE] [--set section.key=value ...]
                       [--steps N] [--stop-after N] [--resume] [--print-config]
-    synthgen-pretrain export RUN_OR_CHECKPOINT --out features.pt
+    synthgen-pretrain export RUN_OR_CHECKPOINT --out features.pt [--which {best,last}]
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pretrain.checkpoint import build_module, load_checkpoint, resolve_checkpoint
-from pretrain.config import SECTIONS, RunConfig, build_config, from_dict
+from pretrain.config import SECTIONS, RunConfig, build_config
+from pretrain.export import WHICH, export_features
 from pretrain.loop import TrainingInterrupted, train
 from pretrain.registry import get_recipe, recipe_names
 from synthgen.cli import EXIT_INTERRUPTED, OneLineParser, parse_overrides, run_command
@@ -50,10 +50,13 @@ def build_train_parser() -> argparse.ArgumentParser:
 
 def build_export_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=f"{PROG} export", description=(
-        "Write the feature checkpoint of a run (its last.pt) or of one checkpoint file, as the recipe "
-        "exports it at the end of training."))
+        "Write the feature checkpoint of a run or of one checkpoint file, as the recipe exports it at "
+        "the end of training. From a run directory: its best.pt (lowest validation loss, the paper's "
+        "choice) where there is one, else its last.pt."))
     parser.add_argument("run", help="run directory or checkpoint file (e.g. RUN/step-00001000.pt)")
     parser.add_argument("--out", required=True, help="feature checkpoint to write, e.g. features.pt")
+    parser.add_argument("--which", choices=tuple(WHICH), default=None,
+                        help="for a run directory: best.pt or last.pt (default: best.pt where there is one)")
     return parser
 
 
@@ -93,13 +96,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     check_output_path(args.out, "feature checkpoint", folder=False, example="features.pt")
-    path = resolve_checkpoint(args.run)
-    checkpoint = load_checkpoint(path)
-    recipe_cls = get_recipe(checkpoint["recipe"])
-    config = from_dict(recipe_cls, checkpoint["config"])
-    recipe = recipe_cls(model=config.model, recipe=config.recipe)
-    modules = {name: build_module(entry, path).eval() for name, entry in checkpoint["modules"].items()}
-    print(recipe.export_features(modules, args.out))
+    print(export_features(args.run, args.out, args.which).describe())
     return 0
 
 

@@ -3,8 +3,10 @@
 ``train(recipe, config, out_dir)`` checks the dataset and the run directory, builds the
 recipe's modules, optimiser, schedule and gradient scaler, streams batches (ShardStream in a
 DataLoader, DeviceStage on the training device), trains with mixed precision and gradient
-clipping, validates on held-out shards, logs, checkpoints, and at the end exports the recipe's
-feature checkpoint to ``RUN/features.pt``.
+clipping, validates on held-out shards, logs, checkpoints (``last.pt`` at every save, ``best.pt``
+whenever the validation loss improves), and at the end exports the recipe's feature checkpoint
+to ``RUN/features.pt`` from ``best.pt`` where there is one (anatomix keeps its best-validation
+model), else from ``last.pt`` (see :mod:`pretrain.export`).
 
 Exact resume: a checkpoint holds the modules, optimiser, scheduler, scaler, step, every rank's
 random states and the stream position, and each step's generator is seeded from (train.seed,
@@ -42,6 +44,7 @@ from pretrain import checkpoint as ckpt
 from pretrain.batches import Split, TrainBatches, resolve_crop, split_shards, stream_fields, validation_batches
 from pretrain.config import RunConfig, differing_keys, from_dict
 from pretrain.distributed import Distributed, init_distributed, wrap_modules
+from pretrain.export import export_features
 from pretrain.intervals import DataTotals, Window
 from pretrain.metrics_log import RunLog
 from pretrain.optim import apply_schedule, build_optimizer, build_scheduler
@@ -85,7 +88,9 @@ def train(recipe: str | type[Recipe] | Recipe, config: RunConfig | dict[str, Any
 
     Returns:
         A summary: ``step``, ``epoch``, ``finished``, ``train`` and ``val`` (last reported means),
-        ``checkpoint`` and ``features`` paths (None where not written), ``seconds``, and ``data``:
+        ``checkpoint`` (last.pt) and ``features`` paths (None where not written), ``best`` (``step``
+        and ``val_loss`` of the lowest validation loss, the step of best.pt; None without
+        validation), ``seconds``, and ``data``:
         ``wait_fraction`` and ``samples_per_s`` over the steps of this call (None if it ran none).
 
     Raises:
@@ -130,6 +135,7 @@ class _Run:
         self.step_lr = 0.0
         self.last_train: dict[str, float] = {}
         self.last_val: dict[str, float] = {}
+        self.best: dict[str, Any] | None = None
         self.data = DataTotals()
 
     # -- set-up -------------------------------------------------------------------------------------
@@ -166,7 +172,7 @@ class _Run:
                 self.batches.close()
         return {"step": self.step, "epoch": self.batches.epoch, "finished": finished, "train": self.last_train,
                 "val": self.last_val, "checkpoint": str(self.run_dir / ckpt.LAST) if self.ctx.is_main else None,
-                "features": features, "seconds": time.perf_counter() - started, "data": data}
+                "best": self.best, "features": features, "seconds": time.perf_counter() - started, "data": data}
 
     def _open_run_dir(self, resume: bool) -> dict[str, Any] | None:
         """Check the run directory (every rank, before any rank writes); the checkpoint to resume."""
@@ -230,6 +236,7 @@ class _Run:
             apply_schedule(self.optimizer, self.scheduler)
             self.scaler.load_state_dict(saved["scaler"])
             self.step = int(saved["step"])
+            self.best = saved.get("best")  # absent in checkpoints from before best.pt
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]  # for grad_clip
         self.wrapped = wrap_modules(self.modules, self.ctx, train.find_unused_parameters)
         _seed_everything(seed_from(train.seed, self.ctx.rank))
@@ -293,16 +300,16 @@ class _Run:
                 validated_at = self.step
             keep = bool(train.keep_every) and self.step % train.keep_every == 0
             if keep or (train.ckpt_every and self.step % train.ckpt_every == 0):
-                self._save(keep)
+                self._save(ckpt.LAST, keep)
                 saved_at = self.step
             if self.ctx.any(self.stop_signal is not None):
                 if saved_at != self.step:
-                    self._save(False)
+                    self._save(ckpt.LAST)
                 raise TrainingInterrupted(self.step, self.run_dir / ckpt.LAST, self.stop_signal or "a signal")
         if self.step == train.steps and validated_at != self.step:
             self._validate()
         if saved_at != self.step:
-            self._save(False)
+            self._save(ckpt.LAST)
 
     def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         generator = generator_from(self.config.train.seed, self.step, self.ctx.rank)
@@ -359,8 +366,14 @@ class _Run:
             module.train()
         self.last_val = self.ctx.mean({name: total / count for name, total in totals.items()})
         self.log.validation(self.step, self.last_val)
+        loss = self.last_val.get("loss")
+        if loss is not None and (self.best is None or loss < self.best["val_loss"]):
+            self.best = {"step": self.step, "val_loss": float(loss)}
+            self._save(ckpt.BEST)
 
-    def _save(self, keep: bool) -> None:
+    def _save(self, name: str, keep: bool = False) -> None:
+        """Write checkpoint ``RUN/name`` (``last.pt`` or ``best.pt``; every rank calls this); with
+        ``keep``, also its lasting copy ``step-NNNNNNNN.pt``."""
         rng = self.ctx.gather(ckpt.rng_state())
         if not self.ctx.is_main:
             return
@@ -369,16 +382,17 @@ class _Run:
                    "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                    "scaler": self.scaler.state_dict(), "step": self.step, "epoch": self.batches.epoch,
                    "rng": rng, "stream": self.batches.state_dict(), "split": dataclasses.asdict(self.split),
-                   "world_size": self.ctx.world_size}
-        path = ckpt.save_checkpoint(self.run_dir / ckpt.LAST, payload)
+                   "world_size": self.ctx.world_size, "best": self.best}
+        path = ckpt.save_checkpoint(self.run_dir / name, payload)
         if keep:
             ckpt.keep_copy(path, self.step)
 
     def _export(self) -> str | None:
         path = None
         if self.ctx.is_main:
-            path = self.recipe.export_features(self.modules, str(self.run_dir / FEATURES_FILE))
-            self.log.message(f"features: {path}")
+            exported = export_features(self.run_dir, self.run_dir / FEATURES_FILE, recipe=self.recipe)
+            path = exported.features
+            self.log.message(f"features: {exported.describe()}")
         self.ctx.barrier()
         return path
 

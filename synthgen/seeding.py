@@ -1,9 +1,28 @@
-"""Decision 1 of DESIGN.md: every random draw of sample ``i`` comes from (dataset seed, i) only."""
+"""Decision 1 of DESIGN.md: every random draw of sample ``i`` comes from (dataset seed, i) only.
+
+Every use of randomness has its own stream, listed here so that no two uses ever share one:
+
+- sample streams, ``sample_generator(seed, index, stream)``: what an engine draws for one sample;
+- named streams, ``named_generator(seed, stream, *key)``: other uses derived from a dataset
+  seed (the online augmentation), keyed by what they are a function of.
+
+numpy's SeedSequence hashes its entropy as 32-bit words and treats fewer than 4 words as if
+padded with zeros, so ``(seed, i)`` is sample ``i``'s stream 0, and any short tuple (even
+``(seed, stream, 1, 0)``) can be some sample's stream. A named stream's entropy,
+``(seed, NAMED_TAG, stream, len(key), *key)`` with a non-empty key, has at least 5 words and
+more than any sample stream's ``(seed, index, stream)`` of the same seed (an index below 2**64
+takes at most 2 words), so the two share a generator only by a 63-bit hash collision.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+NAMED_TAG = 0x4E414D45  # "NAME": the word that makes a named stream's entropy longer than a sample's
+LABEL_STREAM = 0  # sample stream: an engine's label map (random-shapes draws everything from it)
+VIEW_STREAMS = (1, 2)  # sample streams: label-ensemble's appearance of view 1 and view 2
+AUGMENT_STREAM = 3  # named stream: the online augmentation, keyed (epoch, *batch indices)
 
 
 def seed_from(*entropy: int) -> int:
@@ -41,4 +60,26 @@ def sample_generator(seed: int, index: int, stream: int = 0) -> torch.Generator:
     """
     generator = torch.Generator(device="cpu")
     generator.manual_seed(sample_seed(seed, index, stream))
+    return generator
+
+
+def named_seed(seed: int, stream: int, *key: int) -> int:
+    """The seed of named stream ``stream`` (one of this module's ``*_STREAM`` constants other
+    than the sample streams) of ``seed``, for ``key``: a pure function of
+    ``(seed, stream, key)`` that never equals a sample stream's seed (see the module docstring).
+
+    Raises:
+        ValueError: an empty ``key`` or a negative number.
+    """
+    if not key:
+        raise ValueError("a named stream needs a key (at least one integer)")
+    if min(seed, stream, *key) < 0:
+        raise ValueError(f"seed, stream and key must be non-negative, got {seed}, {stream}, {key}")
+    return seed_from(seed, NAMED_TAG, stream, len(key), *key)
+
+
+def named_generator(seed: int, stream: int, *key: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with :func:`named_seed` ``(seed, stream, *key)``."""
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed(named_seed(seed, stream, *key))
     return generator

@@ -40,6 +40,7 @@ from synthgen.stream import ShardStream
 from tests.helpers import assert_one_line_error, free_port, make_label_ensemble, run_main
 
 PRETRAIN_ERROR = "synthgen-pretrain: error: "
+EXPORT_ERROR = "synthgen-pretrain export: error: "
 
 SIZE = 32
 STEPS = 10  # 8 training samples (shards 0, 1) in batches of 2: 4 steps per epoch; shard 2 held out
@@ -400,9 +401,107 @@ def test_resume_with_a_different_config_names_the_keys(capsys: pytest.CaptureFix
 def test_export_command_rewrites_features(capsys: pytest.CaptureFixture[str], run_a: Path, tmp_path: Path) -> None:
     code, out, err = run_main(main, capsys, "export", str(run_a), "--out", str(tmp_path / "f.pt"))
     assert code == 0, err
-    assert out.strip() == str(tmp_path / "f.pt")
+    best = load_checkpoint(run_a / "best.pt")["best"]
+    assert out.strip() == (f"{tmp_path / 'f.pt'} from {run_a / 'best.pt'} (step {best['step']}, "
+                           f"val loss {best['val_loss']:.4g})")
     assert_bitwise_equal(torch.load(tmp_path / "f.pt", weights_only=True),
                          torch.load(run_a / "features.pt", weights_only=True))
+
+
+class ScriptedValidation(TinyRecipe):
+    """TinyRecipe whose validation loss at its k-th validation is ``script[k]`` (registered as
+    test-tiny, whose export it shares)."""
+
+    def __init__(self, model: Any, recipe: Any, script: tuple[float, ...] = ()) -> None:
+        super().__init__(model, recipe)
+        self.script, self.calls = script, 0
+
+    def validation_step(self, modules: dict[str, nn.Module], batch: dict[str, torch.Tensor],
+                        generator: torch.Generator) -> dict[str, float]:
+        scores = super().validation_step(modules, batch, generator)
+        scores["loss"] = self.script[self.calls // VAL_BATCHES]
+        self.calls += 1
+        return scores
+
+
+VAL_BATCHES = 2  # the tiny preset's train.val_batches (the held-out shard gives 2 batches of 2)
+SCRIPT = (3.0, 2.0, 2.5, 1.0, 1.5)  # validations at steps 2, 4, 6, 8, 10: the best is step 8's
+
+
+def scripted_run(dataset: Path, out: Path, script: tuple[float, ...], **train_args: Any) -> dict[str, Any]:
+    recipe = ScriptedValidation(TinyModelConfig(), TinyLossConfig(), script)
+    config = tiny_config(dataset, **{"train.val_every": 2, "train.keep_every": 2, "train.ckpt_every": 0})
+    return train(recipe, config, out, **train_args)
+
+
+@pytest.fixture(scope="module")
+def scripted(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "scripted"
+    summary = scripted_run(dataset, out, SCRIPT)
+    assert summary["finished"] and summary["best"] == {"step": 8, "val_loss": 1.0}
+    return out
+
+
+def test_best_checkpoint_is_the_lowest_validation_loss_and_last_the_final_step(scripted: Path) -> None:
+    records = [json.loads(line) for line in (scripted / "metrics.jsonl").read_text().splitlines()]
+    logged = {r["step"]: r["loss"] for r in records if r["kind"] == "val"}
+    assert logged == dict(zip((2, 4, 6, 8, 10), SCRIPT))
+    best, last = load_checkpoint(scripted / "best.pt"), load_checkpoint(scripted / "last.pt")
+    assert best["step"] == min(logged, key=logged.__getitem__) == 8 and last["step"] == STEPS
+    assert best["best"] == last["best"] == {"step": 8, "val_loss": 1.0}
+    assert_bitwise_equal(best["modules"], load_checkpoint(scripted / "step-00000008.pt")["modules"])
+    assert not torch.equal(best["modules"]["model"]["state_dict"]["body.0.weight"],
+                           last["modules"]["model"]["state_dict"]["body.0.weight"])
+    assert_bitwise_equal(torch.load(scripted / "features.pt", weights_only=True)["weights"],
+                         best["modules"]["model"]["state_dict"])
+
+
+def test_resumed_run_keeps_its_best_and_ends_with_the_same_checkpoints(dataset: Path, scripted: Path,
+                                                                       tmp_path: Path) -> None:
+    """Paused at step 5 (best so far step 4), resumed: step 6's worse loss leaves best.pt alone,
+    step 8's replaces it, and best.pt and last.pt end bitwise those of the uninterrupted run."""
+    run = tmp_path / "paused"
+    scripted_run(dataset, run, SCRIPT[:2], stop_after=5)
+    assert load_checkpoint(run / "best.pt")["best"] == load_checkpoint(run / "last.pt")["best"] == {
+        "step": 4, "val_loss": 2.0}
+    summary = scripted_run(dataset, run, SCRIPT[2:], resume=True)
+    assert summary["best"] == {"step": 8, "val_loss": 1.0}
+    for name in ("best.pt", "last.pt"):
+        assert_bitwise_equal(states(run / name), states(scripted / name), name)
+
+
+def test_export_picks_best_by_default_and_last_on_request(capsys: pytest.CaptureFixture[str], scripted: Path,
+                                                          tmp_path: Path) -> None:
+    exported = {}
+    for which in (None, "best", "last"):
+        out = tmp_path / f"{which}.pt"
+        code, printed, err = run_main(main, capsys, "export", str(scripted), "--out", str(out),
+                                      *(["--which", which] if which else []))
+        assert code == 0, err
+        source = "last.pt (step 10)" if which == "last" else "best.pt (step 8, val loss 1)"
+        assert printed.strip() == f"{out} from {scripted / source}"
+        exported[which] = torch.load(out, weights_only=True)["weights"]
+    assert_bitwise_equal(exported[None], exported["best"])
+    assert_bitwise_equal(exported["last"], load_checkpoint(scripted / "last.pt")["modules"]["model"]["state_dict"])
+    assert not torch.equal(exported["best"]["body.0.weight"], exported["last"]["body.0.weight"])
+
+
+def test_export_without_best_uses_last_and_refuses_which_best(capsys: pytest.CaptureFixture[str], dataset: Path,
+                                                             tmp_path: Path) -> None:
+    """A run without validation (as runs from before best.pt) exports its last.pt; --which best
+    and --which with a checkpoint file are one-line errors."""
+    run = tmp_path / "noval"
+    train(TinyRecipe.name, tiny_config(dataset, **{"train.steps": 2, "train.val_every": 0}), run)
+    assert not (run / "best.pt").exists() and load_checkpoint(run)["best"] is None
+    capsys.readouterr()
+    code, printed, err = run_main(main, capsys, "export", str(run), "--out", str(tmp_path / "f.pt"))
+    assert code == 0 and printed.strip() == f"{tmp_path / 'f.pt'} from {run / 'last.pt'} (step 2)", err
+    code, _, err = run_main(main, capsys, "export", str(run), "--out", str(tmp_path / "g.pt"), "--which", "best")
+    assert_one_line_error(code, err, f"{run} has no best.pt", "--which last", prefix=EXPORT_ERROR)
+    code, _, err = run_main(main, capsys, "export", str(run / "last.pt"), "--out", str(tmp_path / "h.pt"),
+                            "--which", "last")
+    assert_one_line_error(code, err, "--which picks best.pt or last.pt of a run directory", prefix=EXPORT_ERROR)
+    assert not (tmp_path / "g.pt").exists() and not (tmp_path / "h.pt").exists()
 
 
 # -- DDP --------------------------------------------------------------------------------------------

@@ -3,7 +3,13 @@
 A stem convolution and then, per level, a double ``conv3-norm-ReLU`` with max-pooling between
 levels; a double convolution bottleneck; per decoder level nearest 2x upsampling, concatenation
 with the encoder level's output and a double convolution; a final 3^k convolution without norm
-or activation. Convolutions are "same" padded with reflection and carry a bias only under
+or activation.
+
+Deviation: each decoder level concatenates (upsampled, skip) along channels, where the published
+code concatenates (skip, upsampled). For training this is harmless (the level's first
+convolution sees the same channels, permuted), but published weights do not load by position:
+the input-channel axis of each ``dec{l}_conv1`` weight has its two blocks in the other order
+(swap them, ``widths[l + 1]`` upsampled channels and ``widths[l]`` skip channels, to convert). Convolutions are "same" padded with reflection and carry a bias only under
 instance norm (as the published code). The paper's network, ``UNet()`` with the defaults
 (widths 16-32-64-128 and a 256 bottleneck, 16 output channels, batch norm), has 5,899,344
 parameters.

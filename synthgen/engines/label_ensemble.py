@@ -30,12 +30,11 @@ from synthgen.ops.affine_placement import PlacementConfig
 from synthgen.ops.appearance import render_view
 from synthgen.ops.label_ensemble import (LabelEnsembleConfig as Algorithm1Config, label_dtype,
                                          sample_template_choice, synthesize_label_map)
-from synthgen.seeding import sample_generator
+from synthgen.seeding import LABEL_STREAM, VIEW_STREAMS, sample_generator
 from synthgen.templates import DEFAULT_BANK_NAME, TemplateBank, resolve_bank
 
 STORE_MODES = ("views", "labels")
 REFERENCE_SIZE = 128  # the paper's side length; template scales are relative to it
-LABEL_STREAM, VIEW_STREAMS = 0, (1, 2)
 
 
 @dataclasses.dataclass(frozen=True)

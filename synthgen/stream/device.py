@@ -8,8 +8,10 @@
    at the corners and size the batch carries (``"crop_start"``, ``"crop_size"``): the crop is
    stated once, to the stream.
 3. Optionally, the label-ensemble online augmentation (shared flips and affine, per-view blur,
-   noise, bias field, gamma, motion), with parameters drawn from a generator seeded by the
-   stream seed and the batch's sample indices: the same batch gets the same augmentation.
+   noise, bias field, gamma, motion), with parameters drawn from the named stream
+   ``AUGMENT_STREAM`` of the stream seed, keyed by the epoch and the batch's sample indices: the
+   same batch of the same epoch gets the same augmentation, and the augmentation never draws
+   from a generator that made a sample (see :mod:`synthgen.seeding`).
 
 Volumes leave the stage as (B, 1, D, H, W): images float32, labels int64.
 """
@@ -22,7 +24,7 @@ import torch
 
 from synthgen.errors import SynthgenError
 from synthgen.ops.augment.online import OnlineAugment
-from synthgen.seeding import generator_from, seed_from
+from synthgen.seeding import AUGMENT_STREAM, named_generator
 from synthgen.store.reader import open_dataset
 from synthgen.stream.crop import apply_crop
 
@@ -47,7 +49,7 @@ class DeviceStage:
         self.volume_fields = {**dataset.info.schema, **self.derived}
         self.crop = crop
         self.augment = OnlineAugment(augment_config) if augment else None
-        self.base_seed = self.seed = int(seed)
+        self.seed, self.epoch = int(seed), 0
 
     def __call__(self, batch: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
         batch = {name: value.to(device, non_blocking=True) for name, value in batch.items()}
@@ -86,10 +88,10 @@ class DeviceStage:
         return crop if crop is not None else given
 
     def set_epoch(self, epoch: int) -> None:
-        """Augment epoch ``epoch``'s batches: with ``seed`` in epoch 0 and a seed derived from
-        (seed, epoch) after it, so that a sample is augmented differently in each epoch."""
-        self.seed = self.base_seed if epoch == 0 else seed_from(self.base_seed, epoch)
+        """Augment epoch ``epoch``'s batches (a sample is augmented differently in each epoch)."""
+        self.epoch = int(epoch)
 
     def batch_generator(self, indices: list[int]) -> torch.Generator:
-        """The augmentation's CPU generator for a batch: from (seed, its sample indices)."""
-        return generator_from(self.seed, *indices)
+        """The augmentation's CPU generator for a batch: named stream ``AUGMENT_STREAM`` of the
+        seed, keyed by (epoch, the batch's sample indices in order)."""
+        return named_generator(self.seed, AUGMENT_STREAM, self.epoch, *indices)
