@@ -67,12 +67,18 @@ def _box_sum_replicate(source: torch.Tensor, target: torch.Tensor, dim: int, rad
         radius: r >= 0.
     """
     n = source.shape[dim]
-    target.copy_(source)
+    if radius == 0:
+        target.copy_(source)
     for shift in range(1, radius + 1):
         inner, edge = max(n - shift, 0), min(shift, n)
-        target.narrow(dim, shift, inner).add_(source.narrow(dim, 0, inner))
-        target.narrow(dim, 0, edge).add_(source.narrow(dim, 0, 1))
-        target.narrow(dim, 0, inner).add_(source.narrow(dim, shift, inner))
+        if shift == 1:  # source + its lower neighbour, written at once (no copy first)
+            torch.add(source.narrow(dim, 1, inner), source.narrow(dim, 0, inner),
+                      out=target.narrow(dim, 1, inner))
+            torch.add(source.narrow(dim, 0, 1), source.narrow(dim, 0, 1), out=target.narrow(dim, 0, 1))
+        else:
+            target.narrow(dim, edge, inner).add_(source.narrow(dim, 0, inner))
+            target.narrow(dim, 0, edge).add_(source.narrow(dim, 0, 1))
+        target.narrow(dim, 0, inner).add_(source.narrow(dim, edge, inner))
         target.narrow(dim, n - edge, edge).add_(source.narrow(dim, n - 1, 1))
 
 
@@ -152,8 +158,8 @@ def _descriptors(x: torch.Tensor, radius: int, dilation: int, workers: Workers) 
 
     def normalise(part: slice) -> None:
         spread = torch.clamp(variance[:, :, part], min=level * 0.001, max=level * 1000)
-        spread.clamp_(min=torch.finfo(spread.dtype).tiny)
-        ssd[:, :, part].div_(spread).neg_().exp_()
+        spread.clamp_(min=torch.finfo(spread.dtype).tiny).neg_()
+        ssd[:, :, part].div_(spread).exp_()  # x / -s == -(x / s) exactly
 
     workers.map(normalise, slabs)
     return ssd
@@ -163,7 +169,8 @@ def fill_outside_mask(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Replace intensities outside a mask by the nearest mask voxel's intensity (the reference's
     ``use_mask`` preprocessing before MIND).
 
-    The mask is eroded as the reference does (3x3x3 mean with replication padding > 0.9).
+    The mask (``mask != 0``) is eroded as the reference does (3x3x3 mean with replication
+    padding > 0.9; the reference averages the raw values, the same for a 0/1 mask).
     Outside it, the value is that of the nearest eroded-mask voxel on the 2x-downsampled grid
     (``scipy.ndimage.distance_transform_edt`` with indices, on the CPU), upsampled x2
     trilinearly (``align_corners=False``); inside it, the original intensity is kept.
@@ -182,7 +189,8 @@ def fill_outside_mask(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"image and mask must both be (D, H, W), got {tuple(image.shape)} "
                          f"and {tuple(mask.shape)}")
     x = _float(image)
-    weights = F.pad(mask.to(device=x.device, dtype=x.dtype)[None, None], (1,) * 6, mode="replicate")
+    foreground = (mask != 0).to(device=x.device, dtype=x.dtype)  # a label map's ids are not weights
+    weights = F.pad(foreground[None, None], (1,) * 6, mode="replicate")
     inside = F.avg_pool3d(weights, 3, stride=1)[0, 0] > 0.9
     inside_coarse = inside[::2, ::2, ::2]
     if not bool(inside_coarse.any()):

@@ -136,19 +136,23 @@ def from_l2r(array: np.ndarray) -> torch.Tensor:
 
 
 def save_displacement(path: str | os.PathLike, disp: torch.Tensor,
-                      spacing: Spacing = (1.0, 1.0, 1.0)) -> None:
+                      spacing: Spacing = (1.0, 1.0, 1.0), *, affine: np.ndarray | None = None) -> None:
     """Write a (3, D, H, W) displacement in voxels as Learn2Reg does.
 
     ``.nii.gz``/``.nii``: a (D, H, W, 3) float32 vector image with affine diag(spacing)
-    (:func:`synthgen.export.to_nifti`). ``.npz``: the (D, H, W, 3) float32 array under the key
-    ``arr_0``, compressed.
+    (:func:`synthgen.export.to_nifti`), or ``affine`` ((4, 4), e.g. the fixed image's) when
+    given. ``.npz``: the (D, H, W, 3) float32 array under the key ``arr_0``, compressed.
     """
     path = os.fspath(path)
     _single(disp)
     array = disp.detach().cpu().float().numpy()
     if path.endswith((".nii", ".nii.gz")):
         spec = FieldSpec("float32", tuple(array.shape), "displacement", "displacement in voxels")
-        nib.save(to_nifti(array, spec, tuple(spacing)), path)
+        image = to_nifti(array, spec, tuple(spacing))
+        if affine is not None:
+            image.set_qform(affine)
+            image.set_sform(affine)
+        nib.save(image, path)
     elif path.endswith(".npz"):
         np.savez_compressed(path, to_l2r(disp))
     else:

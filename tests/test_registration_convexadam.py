@@ -7,6 +7,8 @@ import contextlib
 import dataclasses
 import inspect
 import io
+import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -14,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
-from registration import convexadam as ca
-from registration._trilinear import SliceSampler
+from registration._adam import AdamStage
+from registration._box import box_mean
+from registration._trilinear import TrilinearSampler
 from registration._workers import Workers
 from registration.convexadam import ConvexAdamParams, convex_adam
 from registration.mind import mind_ssc
@@ -162,7 +165,7 @@ def test_smoothing() -> None:
     args = (mind_ssc(fixed), mind_ssc(moving))
     plain = convex_adam(*args, grid_sp=4, disp_hw=3, niter=5)
     smoothed = convex_adam(*args, grid_sp=4, disp_hw=3, niter=5, smooth=5)
-    torch.testing.assert_close(smoothed, ca._box_mean(plain, 5, passes=3))
+    torch.testing.assert_close(smoothed, box_mean(plain, 5, passes=3))
     expected = F.avg_pool3d(F.avg_pool3d(F.avg_pool3d(plain[None], 5, 1, 2), 5, 1, 2), 5, 1, 2)[0]
     torch.testing.assert_close(smoothed, expected, rtol=1e-5, atol=1e-5)
 
@@ -182,40 +185,51 @@ def test_fixed_mask_restricts_the_data_term() -> None:
     weights = torch.zeros(shape)
     weights[:5] = 1
     plain, masked = torch.empty_like(field), torch.empty_like(field)
-    ca._AdamStage(fixed, moving, None, 1.0, Workers(None, 1))._data_gradient(field, plain)
-    ca._AdamStage(fixed, moving, weights, 1.0, Workers(None, 1))._data_gradient(field, masked)
+    AdamStage(fixed, moving, None, 1.0, Workers(None, 1))._data_gradient(field, plain)
+    AdamStage(fixed, moving, weights, 1.0, Workers(None, 1))._data_gradient(field, masked)
     assert torch.equal(masked[:, 5:], torch.zeros_like(masked[:, 5:]))
     torch.testing.assert_close(masked[:, :5], plain[:, :5] * (weights.numel() / weights.sum()))
 
 
-def test_slice_sampler_is_trilinear() -> None:
+def test_trilinear_sampler_values_and_pulled_derivatives() -> None:
+    """Samples are warp()'s (trilinear, border padding), taken at the voxels whose cell varies;
+    pull() contracts the derivatives of the interpolant (central differences away from cell
+    faces, 0 where the coordinate is clamped or the cell is constant), over ranges that split
+    slices and rows."""
     shape = (13, 11, 9)
     volume = torch.rand(4, *shape, dtype=torch.float64)
+    volume[:, :5, :6] = 0.5  # constant cells: their voxels skip the corner table
     field = smooth_field(shape, seed=1, amplitude=4.0).double()
-    sampler = SliceSampler(volume)
-    values, slopes, insides = [], [], []
-    buffer = torch.empty(5, 4, 11, 9, dtype=torch.float64)
-    for start in range(0, 13, 5):
-        stop = min(start + 5, 13)
-        value, derivatives, inside = sampler.sample(field, start, stop, buffer)
-        assert value.shape == (stop - start, 4, 11, 9) and inside.shape == (3, stop - start, 11, 9)
-        assert all(derivative.shape == value.shape for derivative in derivatives)
-        values.append(value.transpose(0, 1).clone())
-        slopes.append(torch.stack([derivative.transpose(0, 1) for derivative in derivatives]))
-        insides.append(inside)
-    torch.testing.assert_close(torch.cat(values, 1), warp(volume, field), rtol=0, atol=1e-9)
+    vectors = torch.rand(13 * 11 * 9, 4, dtype=torch.float64)
+    sampler = TrilinearSampler(volume)
+    scratch = sampler.scratch(200)
+    values = torch.full((13 * 11 * 9, 4), math.nan, dtype=torch.float64)
+    pulled = torch.full((3, 13 * 11 * 9), math.nan, dtype=torch.float64)
+    for start in range(0, 13 * 11 * 9, 200):
+        stop = min(start + 200, 13 * 11 * 9)
+        sample = sampler.sample(field.view(3, -1), start, stop, scratch)
+        live = sample.voxels + start
+        assert sample.values.shape == (live.numel(), 4)
+        values[live] = sample.values
+        sample.pull(sample.select(vectors[start:stop]), pulled[:, start:stop])
+    expected = warp(volume, field).permute(1, 2, 3, 0).reshape(-1, 4)
+    sampled = ~values[:, 0].isnan()
+    torch.testing.assert_close(values[sampled], expected[sampled], rtol=0, atol=1e-12)
     position = identity_grid(shape, dtype=torch.float64) + field
     limits = torch.tensor(shape, dtype=torch.float64).view(3, 1, 1, 1) - 1
-    inside = (position > 0) & (position < limits)
-    assert torch.equal(torch.cat(insides, 1), inside)
+    inside = ((position > 0) & (position < limits)).view(3, -1)
+    assert torch.equal(pulled[~inside], torch.zeros_like(pulled[~inside]))
+    constant = ((position[0] < 4) & (position[1] < 5)).view(-1)
+    assert constant.sum() > 50 and torch.equal(pulled[:, constant], torch.zeros_like(pulled[:, constant]))
+    assert not sampled[constant].any() and sampled.sum() > 500
     for axis in range(3):
         assert (position[axis] < 0).any() and (position[axis] > limits[axis]).any()
         step = torch.zeros_like(field)
         step[axis] = 1e-6
         numeric = (warp(volume, field + step) - warp(volume, field - step)) / 2e-6
-        away = ((position[axis] - position[axis].round()).abs() > 1e-3) & inside[axis]
-        torch.testing.assert_close(torch.cat(slopes, 2)[axis][:, away], numeric[:, away],
-                                   rtol=1e-5, atol=1e-5)
+        numeric = (numeric.permute(1, 2, 3, 0).reshape(-1, 4) * vectors).sum(1)
+        away = ((position[axis] - position[axis].round()).abs() > 1e-3).view(-1) & inside[axis]
+        torch.testing.assert_close(pulled[axis, away], numeric[away], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -233,7 +247,7 @@ def test_adam_gradients_against_autograd(dtype: torch.dtype) -> None:
     position = identity_grid(shape, dtype=dtype) + field
     for axis in range(3):
         assert (position[axis] < 0).any() and (position[axis] > shape[axis] - 1).any()
-    stage = ca._AdamStage(fixed, moving, None, 1.25, Workers(None, 1))
+    stage = AdamStage(fixed, moving, None, 1.25, Workers(None, 1))
     data = torch.empty_like(field)
     stage._data_gradient(field, data)
     total = data.clone()
@@ -256,11 +270,47 @@ def test_adam_gradients_against_autograd(dtype: torch.dtype) -> None:
         assert (exact_data[axis] == 0).any()
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_adam_stage_is_autograd_adam(threads: int) -> None:
+    """The whole instance optimisation (slab/row-split phases, written-out gradients and Adam
+    step) against autograd through grid_sample and torch.optim.Adam, in float64."""
+    shape = (9, 11, 7)
+    generator = torch.Generator().manual_seed(3)
+    fixed, moving = F.avg_pool3d(torch.rand(2, 4, *shape, generator=generator), 3, 1, 1,
+                                 count_include_pad=False).double()
+    start = smooth_field(shape, seed=4, amplitude=2.0).double()
+    pool = ThreadPoolExecutor(threads) if threads > 1 else None
+    stage = AdamStage(fixed, moving, None, 1.25, Workers(pool, threads))
+    ours = stage.run(start, 6)
+
+    def smooth(u: torch.Tensor) -> torch.Tensor:
+        for _ in range(3):
+            u = F.avg_pool3d(u[None], 3, 1, 1)[0]
+        return u
+
+    params = start.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([params], lr=1.0)
+    identity = identity_grid(shape, dtype=torch.float64)
+    for _ in range(5):
+        optimizer.zero_grad()
+        u = smooth(params)
+        warped = sample(moving[None], (identity + u)[None], padding="border")[0]
+        loss = 12 * (warped - fixed).square().mean(0).mean() + 1.25 * sum(
+            (u.narrow(d, 1, u.shape[d] - 1) - u.narrow(d, 0, u.shape[d] - 1)).square().mean()
+            for d in (1, 2, 3))
+        loss.backward()
+        optimizer.step()
+    assert (ours - smooth(start)).abs().max() > 0.1
+    torch.testing.assert_close(ours, smooth(params).detach(), rtol=0, atol=1e-9)
+    if pool is not None:
+        pool.shutdown()
+
+
 def test_box_filter_is_avg_pool_and_self_adjoint() -> None:
     x, y = torch.randn(2, 3, 9, 7, 8).unbind(0)
     expected = F.avg_pool3d(F.avg_pool3d(F.avg_pool3d(x[None], 3, 1, 1), 3, 1, 1), 3, 1, 1)[0]
-    torch.testing.assert_close(ca._box_mean(x, 3, 3), expected)
-    torch.testing.assert_close((ca._box_mean(x, 3, 3) * y).sum(), (x * ca._box_mean(y, 3, 3)).sum())
+    torch.testing.assert_close(box_mean(x, 3, 3), expected)
+    torch.testing.assert_close((box_mean(x, 3, 3) * y).sum(), (x * box_mean(y, 3, 3)).sum())
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

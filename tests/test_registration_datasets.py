@@ -233,6 +233,7 @@ def test_learn2reg_dataset_json(tmp_path: Path) -> None:
         labels = np.zeros((8, 8, 8), dtype=np.uint8)
         labels[1:5, 1:5, 1:5] = 1
         labels[5:7, 5:7, 5:7] = 2
+        labels[7, 7, 7] = 3  # not in the dataset.json's label list: not scored (as Learn2Reg)
         save(tmp_path / "imagesTr" / f"Task_{case}_0000.nii.gz", ramp((8, 8, 8), (1, 1, 1)))
         save(tmp_path / "labelsTr" / f"Task_{case}_0000.nii.gz", labels)
         np.savetxt(tmp_path / "keypointsTr" / f"Task_{case}_0000.csv", [[1.0, 2.0, 3.0]], delimiter=",")

@@ -11,10 +11,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+import torch
+from scipy.ndimage import map_coordinates
+
 from benchmarks.registration.cli import main
+from benchmarks.registration.fields import field_name, write_field
 from benchmarks.registration.grid import choose, rank_scores, settings
 from benchmarks.registration.report import aggregate
-from benchmarks.registration.run import PairResult
+from benchmarks.registration.run import PairResult, Registered, score
+from benchmarks.registration.sources import BenchPair
+from registration.datasets import RegistrationPair
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 PAIR_FILES = Path(__file__).resolve().parents[1] / "benchmarks" / "registration" / "pairs"
@@ -68,7 +74,7 @@ def test_register_scores_pairs_and_reports_the_bad_one(nifti_pairs: Path, tmp_pa
                                                        capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "results"
     code = main(["register", "--pairs", str(nifti_pairs), "--features", "mind", "--out", str(out),
-                 "--overlays", "1", *FAST])
+                 "--overlays", "1", "--save-fields", *FAST])
     assert code == 1
     err = capsys.readouterr().err
     assert "p1" in err and "NaN" in err and "1 of 3 pairs failed" in err
@@ -84,6 +90,7 @@ def test_register_scores_pairs_and_reports_the_bad_one(nifti_pairs: Path, tmp_pa
     assert summary["params"]["niter"] == 10
     assert (out / "dice_boxplot.png").stat().st_size > 0
     assert sorted(p.name for p in out.glob("overlay_*.png")) == ["overlay_p0.png"]
+    assert sorted(p.name for p in (out / "fields").iterdir()) == ["disp_p0.nii.gz", "disp_p2.nii.gz"]
 
 
 def test_existing_results_are_kept_without_overwrite(nifti_pairs: Path, tmp_path: Path,
@@ -171,3 +178,102 @@ def test_prostate_pairs_register(tmp_path: Path) -> None:
     for row in rows:
         assert 0.0 <= float(row["dice"]) <= 1.0 and row["tre"] != ""
     assert len(list(out.glob("overlay_*.png"))) == 1
+
+
+def _learn2reg_dataset(root: Path, affine: np.ndarray) -> Path:
+    """A Learn2Reg-layout dataset (imagesTr, labelsTr, dataset.json) with one validation pair."""
+    rng = np.random.default_rng(1)
+    for folder in ("imagesTr", "labelsTr"):
+        (root / folder).mkdir(parents=True)
+    for case, shift in (("0001", 0), ("0002", 2)):
+        image, labels = _blob_pair(shift, rng)
+        nib.save(nib.Nifti1Image(image, affine), str(root / "imagesTr" / f"Task_{case}_0000.nii.gz"))
+        nib.save(nib.Nifti1Image(labels, affine), str(root / "labelsTr" / f"Task_{case}_0000.nii.gz"))
+    dataset = {"name": "Task", "labels": {"0": {"0": "background", "1": "a", "2": "b"}},
+               "registration_val": [{"fixed": "./imagesTr/Task_0001_0000.nii.gz",
+                                     "moving": "./imagesTr/Task_0002_0000.nii.gz"}]}
+    path = root / "Task_dataset.json"
+    path.write_text(json.dumps(dataset))
+    return path
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # surface_distance's scipy.ndimage.filters
+def test_saved_fields_are_learn2reg_files_that_reproduce_the_scores(tmp_path: Path) -> None:
+    affine = np.array([[0.0, 0.0, -2.0, 30.0], [1.5, 0.0, 0.0, -4.0], [0.0, 1.5, 0.0, 7.0],
+                       [0.0, 0.0, 0.0, 1.0]])
+    dataset = _learn2reg_dataset(tmp_path / "data", affine)
+    out = tmp_path / "results"
+    assert main(["register", "--pairs", str(dataset), "--out", str(out), "--overlays", "0",
+                 "--save-fields", *FAST]) == 0
+    (row,) = _rows(out / "pairs.csv")
+    # both images are modality 0000: the long name, the one Learn2Reg's evaluation.py accepts
+    assert sorted(p.name for p in (out / "fields").iterdir()) == ["disp_0001_0000_0002_0000.nii.gz"]
+    saved = nib.load(out / "fields" / "disp_0001_0000_0002_0000.nii.gz")
+    np.testing.assert_allclose(saved.affine, affine)
+    disp = saved.get_fdata()
+    assert disp.shape == (32, 32, 32, 3) and saved.get_data_dtype() == np.float32
+    assert np.abs(disp).max() > 0.5
+    # Learn2Reg's evaluation.py: warp the moving labels by the file, then compute_dice
+    fixed = nib.load(tmp_path / "data" / "labelsTr" / "Task_0001_0000.nii.gz").get_fdata()
+    moving = nib.load(tmp_path / "data" / "labelsTr" / "Task_0002_0000.nii.gz").get_fdata()
+    identity = np.meshgrid(*(np.arange(n) for n in fixed.shape), indexing="ij")
+    warped = map_coordinates(moving, identity + disp.transpose(3, 0, 1, 2), order=0)
+    dice = [2 * ((fixed == i) & (warped == i)).sum() / ((fixed == i).sum() + (warped == i).sum())
+            for i in (1, 2)]
+    assert float(row["dice"]) == pytest.approx(np.mean(dice), abs=1e-5)
+    reference = pytest.importorskip("surface_distance")  # Learn2Reg's compute_hd95, in mm here
+    hd95 = [reference.compute_robust_hausdorff(reference.compute_surface_distances(
+        fixed == i, warped == i, (1.5, 1.5, 2.0)), 95.0) for i in (1, 2)]
+    assert float(row["hd95"]) == pytest.approx(np.mean(hd95), rel=1e-5)
+
+
+def test_write_field_round_trips_the_harness_field(tmp_path: Path) -> None:
+    disp = torch.randn(3, 5, 6, 7)
+    write_field(tmp_path / "disp_a.nii.gz", disp, (0.5, 1.0, 2.0), None)
+    saved = nib.load(tmp_path / "disp_a.nii.gz")
+    np.testing.assert_array_equal(np.asarray(saved.dataobj), disp.permute(1, 2, 3, 0).numpy())
+    np.testing.assert_allclose(saved.affine, np.diag([0.5, 1.0, 2.0, 1.0]))
+    assert [p.name for p in tmp_path.iterdir()] == ["disp_a.nii.gz"]  # no partial file left
+
+
+def test_field_names_follow_the_learn2reg_evaluation() -> None:
+    def images(fixed: str, moving: str) -> tuple[Path, Path]:
+        return Path("imagesTr") / fixed, Path("imagesTr") / moving
+
+    assert field_name("x", images("Lung_0003_0000.nii.gz", "Lung_0003_0001.nii.gz")) == "disp_0003_0003.nii.gz"
+    assert field_name("x", images("OASIS_0001_0000.nii.gz", "OASIS_0002_0000.nii.gz")) == \
+        "disp_0001_0000_0002_0000.nii.gz"
+    assert field_name("x", images("MRCT_0001_0001.nii.gz", "MRCT_0001_0000.nii.gz")) == \
+        "disp_0001_0001_0001_0000.nii.gz"
+    assert field_name("case 7/a", images("us.nii.gz", "mr.nii.gz")) == "disp_case_7_a.nii.gz"
+    assert field_name("random-shapes-s1000-0") == "disp_random-shapes-s1000-0.nii.gz"
+
+
+def test_pairs_that_would_share_a_field_file_fail_before_any_pair(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    rng = np.random.default_rng(2)
+    for case in ("0001", "0002"):
+        _save(_blob_pair(0, rng)[0], tmp_path / f"T_{case}_0000.nii.gz")
+    (tmp_path / "pairs.csv").write_text("name,fixed,moving\n"
+                                        "a,T_0001_0000.nii.gz,T_0002_0000.nii.gz\n"
+                                        "b,T_0001_0000.nii.gz,T_0002_0000.nii.gz\n")
+    out = tmp_path / "results"
+    assert main(["register", "--pairs", str(tmp_path / "pairs.csv"), "--out", str(out),
+                 "--save-fields", *FAST]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "disp_0001_0000_0002_0000.nii.gz" in err and len(err.splitlines()) == 1
+    assert not (out / "pairs.csv").exists()
+
+
+def test_a_label_the_warp_wipes_out_counts_as_dice_0_and_hd95_inf() -> None:
+    labels = torch.zeros(16, 16, 16, dtype=torch.int64)
+    labels[4:10, 4:10, 4:10] = 1
+    labels[13:15, 13:15, 13:15] = 2
+    pair = RegistrationPair("p", fixed=labels.float(), moving=labels.float(), spacing=(1.0, 1.0, 1.0),
+                            fixed_labels=labels, moving_labels=labels.clone(), label_ids=(1, 2))
+    disp = torch.zeros(3, 16, 16, 16)
+    disp[:, 12:, 12:, 12:] = -12.0  # label 2 reads background: the warp wipes it out
+    result = score(Registered(BenchPair(pair), disp, 0.0, 0.0), {})
+    assert result.label_dice[2] == 0.0 and result.label_dice[1] == 1.0
+    assert result.scores["dice"] == 0.5  # Learn2Reg's mean; judged after warping it would be 1.0
+    assert math.isinf(result.scores["hd95"])

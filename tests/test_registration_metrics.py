@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,11 @@ import torch
 from scipy import ndimage
 
 from registration import metrics
+from registration.datasets import load_pair, read_pairs
 from registration.warp import affine_displacement
+
+SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+PAIRS = Path(__file__).resolve().parents[1] / "benchmarks" / "registration" / "pairs"
 
 
 def boxes(shape: tuple[int, int, int], *regions: tuple[int, tuple[slice, slice, slice]]) -> np.ndarray:
@@ -35,39 +40,89 @@ def test_dice_known_overlaps_and_absent_labels() -> None:
     assert background == pytest.approx(2 * (512 - 112) / (440 + 440))  # 112 voxels in either foreground
 
 
-def test_dice_judges_presence_on_the_moving_map_when_given() -> None:
-    fixed = boxes((6, 6, 6), (3, (slice(0, 2),) * 3))
-    warped = np.zeros_like(fixed)
+def test_a_label_wiped_out_by_the_warp_scores_dice_0_and_hd95_inf() -> None:
+    fixed = boxes((8, 8, 8), (3, (slice(0, 2),) * 3), (4, (slice(4, 8),) * 3))
+    moving = boxes((8, 8, 8), (3, (slice(1, 3),) * 3), (4, (slice(4, 8),) * 3), (5, (slice(0, 1),) * 3))
+    warped = np.where(moving == 3, 0, moving)  # the warp wiped label 3 out
+    dice = metrics.dice(fixed, warped, [3, 4, 5], moving_labels=moving)
+    hd95 = metrics.hd95(fixed, warped, [3, 4, 5], (1, 1, 1), moving_labels=moving)
+    assert dice[3] == 0.0 and dice[4] == 1.0 and math.isnan(dice[5])  # 5: absent from fixed
+    assert math.isinf(hd95[3]) and hd95[4] == 0.0 and math.isnan(hd95[5])
+    assert metrics.label_mean(dice) == 0.5 and math.isinf(metrics.label_mean(hd95))  # as nanmean
+    # judged on the warped map, the wiped-out label drops out and inflates the mean
     assert math.isnan(metrics.dice(fixed, warped, [3])[3])
-    assert metrics.dice(fixed, warped, [3], moving_labels=fixed)[3] == 0.0
-    assert math.isinf(metrics.hd95(fixed, warped, [3], (1, 1, 1), moving_labels=fixed)[3])
+    assert metrics.label_mean(metrics.dice(fixed, warped, [3, 4])) == 1.0
+    with pytest.raises(ValueError, match="not on the fixed grid"):
+        metrics.dice(fixed, warped, [3], moving_labels=moving[:4])
 
 
-def test_hd95_concentric_cubes_with_anisotropic_spacing() -> None:
-    shape, centre, inner, outer = (25, 25, 25), 12, 4, 8
-    spacing = np.array([1.0, 2.0, 0.5])
-    fixed = boxes(shape, (1, (slice(centre - inner, centre + inner + 1),) * 3))
-    warped = boxes(shape, (1, (slice(centre - outer, centre + outer + 1),) * 3))
-    offsets = np.argwhere(np.ones((2 * outer + 1,) * 3, dtype=bool)) - outer
-    inner_shell = offsets[np.abs(offsets).max(axis=1) == inner]
-    outer_shell = offsets[np.abs(offsets).max(axis=1) == outer]
-    # inner shell point -> nearest face of the outer box; outer point -> its projection on the inner box
-    inner_to_outer = ((outer - np.abs(inner_shell)) * spacing).min(axis=1)
-    outer_to_inner = np.linalg.norm((outer_shell - np.clip(outer_shell, -inner, inner)) * spacing, axis=1)
-    expected = max(np.percentile(inner_to_outer, 95), np.percentile(outer_to_inner, 95))
-    got = metrics.hd95(fixed, warped, [1], tuple(spacing))[1]
-    assert got == pytest.approx(expected)
-    assert got != pytest.approx(metrics.hd95(fixed, warped, [1], (1.0, 1.0, 1.0))[1])
-    assert metrics.hd95(fixed, fixed, [1], (1.0, 2.0, 3.0)) == {1: 0.0}
-    assert math.isnan(metrics.hd95(fixed, warped, [4], (1.0, 1.0, 1.0))[4])
+def l2r_hd95(fixed: np.ndarray, warped: np.ndarray, label: int, spacing) -> float:
+    """HD95 by DeepMind's surface-distance package, the call of Learn2Reg's compute_hd95."""
+    reference = pytest.importorskip("surface_distance")
+    distances = reference.compute_surface_distances(fixed == label, warped == label, tuple(spacing))
+    return reference.compute_robust_hausdorff(distances, 95.0)
+
+
+def ball(shape: tuple[int, int, int], centre, radii) -> np.ndarray:
+    grid = np.indices(shape, dtype=np.float64)
+    return sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii)) <= 1.0
+
+
+HAND_MADE = {
+    "concentric cubes": (boxes((25, 25, 25), (1, (slice(8, 17),) * 3)),
+                         boxes((25, 25, 25), (1, (slice(4, 21),) * 3)), (1.0, 2.0, 0.5)),
+    "sphere vs shifted ellipsoid": (ball((30, 28, 26), (14, 13, 12), (8, 8, 8)).astype(np.int64),
+                                    ball((30, 28, 26), (16, 12, 13), (10, 6, 7)).astype(np.int64),
+                                    (0.7, 1.3, 2.9)),
+    "shifted box on the volume's faces": (boxes((12, 14, 16), (1, (slice(0, 8), slice(3, 14), slice(2, 9)))),
+                                          boxes((12, 14, 16), (1, (slice(2, 12), slice(0, 11), slice(4, 12)))),
+                                          (0.4, 0.4, 0.4)),
+}
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the reference's scipy.ndimage.filters
+@pytest.mark.parametrize("name", list(HAND_MADE))
+def test_hd95_matches_the_surface_distance_package_on_hand_made_shapes(name: str) -> None:
+    fixed, warped, spacing = HAND_MADE[name]
+    expected = l2r_hd95(fixed, warped, 1, spacing)
+    got = metrics.hd95(fixed, warped, [1], spacing)[1]
+    assert got == pytest.approx(expected, rel=1e-12) and got > 0
+    assert metrics.hd95(fixed, warped, [1], (1, 1, 1))[1] == pytest.approx(
+        l2r_hd95(fixed, warped, 1, (1.0, 1.0, 1.0)), rel=1e-12)  # Learn2Reg's unit spacing
+    assert metrics.hd95(fixed, fixed, [1], spacing) == {1: 0.0}
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_hd95_matches_the_surface_distance_package_on_many_labels() -> None:
+    rng = np.random.default_rng(3)
+    smooth = ndimage.gaussian_filter(rng.normal(size=(6, 24, 20, 22)), sigma=(0, 3, 3, 3))
+    fixed = smooth.argmax(axis=0) * 7  # ids 0, 7, ..., 35 (0 is scored like the others when listed)
+    warped = np.roll(fixed, (2, -1, 3), axis=(0, 1, 2))
+    spacing = (1.2, 0.8, 2.0)
+    got = metrics.hd95(fixed, warped, None, spacing)
+    assert list(got) == [7, 14, 21, 28, 35]
+    for label, value in {**got, **metrics.hd95(fixed, warped, [0], spacing)}.items():
+        assert value == pytest.approx(l2r_hd95(fixed, warped, label, spacing), rel=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not beside the project")
+def test_hd95_matches_the_surface_distance_package_on_a_real_pair() -> None:
+    spec = read_pairs(PAIRS / "prostate-mr-us.csv")[0]
+    pair = load_pair(spec)  # gland of an ultrasound and of an MR resampled onto it, 0.4 mm
+    fixed, moving = pair.fixed_labels.numpy(), pair.moving_labels.numpy()
+    for label in pair.label_ids:
+        expected = l2r_hd95(fixed, moving, label, pair.spacing)
+        assert metrics.hd95(fixed, moving, [label], pair.spacing)[label] == pytest.approx(expected, rel=1e-12)
+        assert expected > 1.0
 
 
 def test_hd95_of_a_shifted_box_is_the_shift_in_mm() -> None:
     box = (slice(5, 15), slice(4, 12), slice(6, 16))
     moved = (slice(5, 15), slice(4, 12), slice(9, 19))
     fixed, warped = boxes((20, 20, 24), (2, box)), boxes((20, 20, 24), (2, moved))
-    # every surface voxel of one box is within 3 voxels of the other's surface along axis 2, and
-    # the end faces are exactly 3 voxels apart: most distances are at most 3 * 0.5 mm
+    # every surface element of one box is within 3 voxels of the other's surface along axis 2,
+    # and the end faces (nearly half the area) are exactly 3 voxels apart: 3 * 0.5 mm
     assert metrics.hd95(fixed, warped, None, (1.0, 1.0, 0.5))[2] == pytest.approx(1.5)
 
 

@@ -31,6 +31,15 @@ def test_matches_reference_descriptors(radius: int, dilation: int) -> None:
     torch.testing.assert_close(ours, reference_mind(image, radius, dilation), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(9, 2, 7), (9, 1, 7)])
+def test_patch_wider_than_an_axis_matches_reference(shape: tuple[int, ...]) -> None:
+    """A patch radius of 2 over an axis of 1 or 2 voxels replicates the border voxel (the
+    reference's replication padding)."""
+    image = smooth_volume(shape, seed=5)
+    torch.testing.assert_close(mind_ssc(image, radius=2, dilation=1),
+                               reference_mind(image, 2, 1), rtol=1e-5, atol=1e-6)
+
+
 def test_batched_input_is_per_sample() -> None:
     images = torch.stack([smooth_volume((16, 18, 14), seed=s) * (1 + 4 * s) for s in range(2)])
     ours = mind_ssc(images[:, None])
@@ -90,6 +99,19 @@ def test_fill_outside_mask() -> None:
     low, high = image[eroded].min(), image[eroded].max()
     assert bool((filled >= low - 1e-6).all() and (filled <= high + 1e-6).all())
     assert fill_outside_mask(image.double(), mask).dtype == torch.float64
+
+
+def test_fill_outside_a_label_map_erodes_its_foreground() -> None:
+    shape = (21, 18, 23)
+    image = smooth_volume(shape, seed=7)
+    labels = box_mask(shape).long() * 7
+    labels[8:14] = torch.where(labels[8:14] > 0, 3, 0)  # a multi-label mask: ids {0, 3, 7}
+    filled = fill_outside_mask(image, labels)
+    torch.testing.assert_close(filled, fill_outside_mask(image, labels != 0), rtol=0, atol=0)
+    # eroding the raw ids would keep the label's rim (mean 7 * 18 / 27 > 0.9), not fill it
+    rim = (labels != 0) & ~(torch.nn.functional.avg_pool3d(torch.nn.functional.pad(
+        (labels != 0).float()[None, None], (1,) * 6, mode="replicate"), 3, 1)[0, 0] > 0.9)
+    assert bool(rim.any()) and not torch.allclose(filled[rim], image[rim])
 
 
 def test_fill_outside_empty_mask() -> None:

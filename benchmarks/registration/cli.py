@@ -2,10 +2,11 @@
 
 ``synthgen-bench register --pairs PAIRS --features SPEC --out DIR`` registers every pair with
 ConvexAdam driven by the features, and writes ``pairs.csv``, ``summary.json``, ``summary.md``,
-``dice_boxplot.png`` and ``overlay_<pair>.png`` for the first few pairs. With ``--grid`` it first
-searches a small hyper-parameter grid on validation pairs (``--val-pairs``, or the first
-``--val-count`` pairs of ``--pairs``, which are then left out of the scored set), writes
-``grid.csv`` and registers the rest with the chosen setting.
+``dice_boxplot.png`` and ``overlay_<pair>.png`` for the first few pairs (with ``--save-fields``
+also each pair's displacement in ``fields/``, see :mod:`benchmarks.registration.fields`). With
+``--grid`` it first searches a small hyper-parameter grid on validation pairs (``--val-pairs``,
+or the first ``--val-count`` pairs of ``--pairs``, which are then left out of the scored set),
+writes ``grid.csv`` and registers the rest with the chosen setting.
 """
 
 from __future__ import annotations
@@ -14,23 +15,24 @@ import argparse
 import csv
 import dataclasses
 import os
-import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
+from benchmarks.registration import fields
 from benchmarks.registration import grid as grid_search
 from benchmarks.registration import plots
 from benchmarks.registration.report import write_outputs
 from benchmarks.registration.run import PairResult, Registered, run_pairs, warped_image
-from benchmarks.registration.sources import open_pairs
+from benchmarks.registration.sources import PairSource, open_pairs
 from registration.convexadam import ConvexAdamParams
 from registration.features import EXTRACTOR_NAMES, get_extractor
 from synthgen.cli import OneLineParser, dispatch, parse_overrides
 from synthgen.config_values import field_names, parse_value, unknown_keys
 from synthgen.devices import resolve_device
 from synthgen.errors import SynthgenError
+from synthgen.store.output_paths import check_output_path
 
 EXIT_PAIRS_FAILED = 1
 
@@ -61,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--overlays", type=int, default=3, help="overlay PNGs for the first N pairs (default 3)")
     reg.add_argument("--limit", type=int, default=None, help="only the first N pairs")
     reg.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
+    reg.add_argument("--save-fields", action="store_true", help=(
+        "also write each pair's displacement to OUT/fields/ in the Learn2Reg format "
+        "(disp_FIX_MOV.nii.gz, (D, H, W, 3) float32 voxels), for Learn2Reg's evaluation.py"))
     return parser
 
 
@@ -92,17 +97,13 @@ def grid_from(values: Sequence[str]) -> dict[str, tuple[Any, ...]]:
     return grid
 
 
-def prepare_out(out: str, overwrite: bool) -> None:
+def check_out(out: str, overwrite: bool) -> None:
+    """Refuse (SynthgenError, nothing created) an ``--out`` that cannot be written, or that holds
+    an earlier run's results unless ``overwrite`` (which writes over them and deletes nothing)."""
+    check_output_path(out, "results", folder=True, example=".d")
     if os.path.exists(os.path.join(out, "summary.json")) and not overwrite:
         raise SynthgenError(f"--out {out} already holds results; choose another directory or "
                             f"pass --overwrite")
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise SynthgenError(f"--out {out} is a file; give a directory")
-    os.makedirs(out, exist_ok=True)
-
-
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
 def _overlay_writer(out: str, count: int, features: str):
@@ -113,12 +114,36 @@ def _overlay_writer(out: str, count: int, features: str):
             return
         pair = registered.bench.pair
         dice = result.scores.get("dice", float("nan"))
-        path = os.path.join(out, f"overlay_{_safe_name(pair.name)}.png")
+        path = os.path.join(out, f"overlay_{fields.safe_name(pair.name)}.png")
         plots.overlay(pair.fixed, pair.moving, warped_image(registered), pair.fixed_labels,
                       pair.moving_labels, registered.warped_labels, pair.spacing, path,
                       f"{pair.name}, features {features}: mean Dice {dice:.3f}")
         written.append(path)
 
+    return write
+
+
+def _field_writer(out: str, sources: Sequence[PairSource]):
+    """A callback writing each registered pair's field to ``out`` (made on the first call) under
+    its Learn2Reg name; refuses up front two pairs that would share a file."""
+    names = {s.name: fields.field_name(s.name, s.images) for s in sources}
+    images = {s.name: s.images for s in sources}
+    fields.check_unique(names)
+
+    def write(registered: Registered, result: PairResult) -> None:
+        pair = registered.bench.pair
+        os.makedirs(out, exist_ok=True)
+        fields.write_field(os.path.join(out, names[pair.name]), registered.displacement,
+                           pair.spacing, fields.fixed_affine(images[pair.name]))
+
+    return write
+
+
+def _each(writers: Sequence[Callable[[Registered, PairResult], None]]
+          ) -> Callable[[Registered, PairResult], None]:
+    def write(registered: Registered, result: PairResult) -> None:
+        for writer in writers:
+            writer(registered, result)
     return write
 
 
@@ -130,6 +155,7 @@ def _write_grid(rows: list[dict[str, Any]], path: str) -> None:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
+    check_out(args.out, args.overwrite)
     params = params_from(args.overrides)
     grid = grid_from(args.grid_values) if args.grid else None
     device = resolve_device(args.device, "--device")
@@ -137,7 +163,10 @@ def cmd_register(args: argparse.Namespace) -> int:
     sources = open_pairs(args.pairs)[:args.limit]
     if not sources:
         raise SynthgenError(f"--pairs {args.pairs} lists no pairs")
-    prepare_out(args.out, args.overwrite)
+    writers = [_overlay_writer(args.out, args.overlays, args.features)]
+    if args.save_fields:
+        writers.append(_field_writer(os.path.join(args.out, "fields"), sources))
+    os.makedirs(args.out, exist_ok=True)
     header: dict[str, Any] = {"pairs_source": args.pairs, "features": args.features,
                               "device": str(device)}
     if grid is not None:
@@ -155,8 +184,7 @@ def cmd_register(args: argparse.Namespace) -> int:
                           "chosen": outcome.chosen}
         print(f"grid: chosen {outcome.chosen} on {len(validation)} validation pairs")
     header["params"] = dataclasses.asdict(params)
-    results = run_pairs(sources, extractor, params, device,
-                        on_registered=_overlay_writer(args.out, args.overlays, args.features))
+    results = run_pairs(sources, extractor, params, device, on_registered=_each(writers))
     table = write_outputs(results, args.out, header)
     plots.dice_boxplot(results, os.path.join(args.out, "dice_boxplot.png"),
                        f"{args.features} on {os.path.basename(args.pairs.rstrip('/'))}")

@@ -1,7 +1,9 @@
 """Register one pair with a feature extractor and ConvexAdam, and score the result.
 
 Scores follow the Learn2Reg evaluation (see :mod:`registration.metrics`): Dice and HD95 of the
-moving labels warped by nearest neighbour against the fixed labels, the Jacobian determinant's
+moving labels warped by nearest neighbour against the fixed labels (a label is scored when the
+fixed and the unwarped moving labels have it, so one the warp wipes out counts as Dice 0 and HD95
+inf, and the pair's HD95 is then inf, as Learn2Reg's), the Jacobian determinant's
 SDlogJ (plain and with Learn2Reg's +3), the percentage of non-positive Jacobians, TRE at the
 landmarks, and for synthetic pairs the end-point error against the true displacement. ``seconds``
 is the wall time of feature extraction plus ConvexAdam (what a user waits for per pair), with the
@@ -129,11 +131,11 @@ def score(registered: Registered, initial: dict[str, float]) -> PairResult:
               "feature_seconds": registered.feature_seconds, **initial}
     label_dice: dict[int, float] = {}
     if pair.fixed_labels is not None and pair.moving_labels is not None:
-        warped = registered.warped_labels
-        label_dice = metrics.dice(pair.fixed_labels, warped, pair.label_ids)
+        warped, moving = registered.warped_labels, pair.moving_labels
+        label_dice = metrics.dice(pair.fixed_labels, warped, pair.label_ids, moving_labels=moving)
         scores["dice"] = metrics.label_mean(label_dice)
         scores["hd95"] = metrics.label_mean(metrics.hd95(pair.fixed_labels, warped, pair.label_ids,
-                                                          pair.spacing))
+                                                          pair.spacing, moving_labels=moving))
     if pair.fixed_landmarks is not None and pair.moving_landmarks is not None:
         scores["tre"] = float(np.mean(metrics.tre(pair.fixed_landmarks, pair.moving_landmarks,
                                                   disp, pair.spacing)))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -36,10 +37,12 @@ class BenchPair:
 
 @dataclasses.dataclass(frozen=True)
 class PairSource:
-    """A named pair that is read (or generated) only when :attr:`load` is called."""
+    """A named pair that is read (or generated) only when :attr:`load` is called; ``images`` are
+    its (fixed, moving) image files, None for generated or stored pairs."""
 
     name: str
     load: Callable[[], BenchPair]
+    images: tuple[Path, Path] | None = None
 
 
 def open_pairs(spec: str) -> list[PairSource]:
@@ -51,7 +54,7 @@ def open_pairs(spec: str) -> list[PairSource]:
     if not os.path.exists(spec):
         raise SynthgenError(f"--pairs {spec}: no such file; give a pairs CSV, a Learn2Reg "
                             f"dataset.json, a random-shapes dataset or {SYNTHETIC_PREFIX}N")
-    return [PairSource(s.name, _file_loader(s)) for s in read_pairs(spec)]
+    return [PairSource(s.name, _file_loader(s), (s.fixed, s.moving)) for s in read_pairs(spec)]
 
 
 def _file_loader(spec) -> Callable[[], BenchPair]:

@@ -145,6 +145,8 @@ def _label_ids(spec: PairSpec, fixed: np.ndarray, moving: np.ndarray) -> tuple[i
     present = np.union1d(np.unique(fixed), np.unique(moving))
     present = present[present != 0]
     if spec.labels is None:
+        if spec.label_names is not None:  # a dataset.json's list: what Learn2Reg's config scores
+            present = present[np.isin(present, list(spec.label_names))]
         return tuple(int(v) for v in present)
     absent = sorted(set(spec.labels) - {int(v) for v in present})
     if absent:

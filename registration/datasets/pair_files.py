@@ -6,7 +6,8 @@ Learn2Reg ``dataset.json``: the pairs are ``registration_val`` (``split="val"``)
 keypoints and masks come from the ``training``/``test`` entry of the same image (``label``,
 ``keypoints`` or ``landmarks``, ``mask``), else from the sibling folders of ``imagesTr``/
 ``imagesTs`` (``labelsTr/NAME.nii.gz``, ``keypointsTr/NAME.csv``, ``masksTr/NAME.nii.gz``) when
-those files exist. Label names come from ``labels["0"]``. Pairs are named
+those files exist. Label names come from ``labels["0"]``, and only the listed non-zero ids are
+scored (Learn2Reg's evaluation config lists the same ids). Pairs are named
 ``{fixed case}_{moving case}`` as Learn2Reg's ``disp_{fix}_{mov}`` (with the modality indices
 added when the short names collide).
 """
