@@ -172,11 +172,13 @@ def sample_corruption(side: int, generator: torch.Generator, rng: np.random.Rand
 
 def published_label_map(template_paths_or_masks: Sequence[TemplateSource], rng: np.random.RandomState,
                          side_length: int = SIDE_LENGTH, min_templates: int = 20,
-                         max_templates: int = 40) -> np.ndarray:
+                         max_templates: int = 40, draws: dict | None = None) -> np.ndarray:
     """One label map by the published step 1 (``generate_label_ensemble``): uint8 side^3.
 
     ``template_paths_or_masks``: NIfTI paths (loaded with ``get_fdata()`` every time, as
-    published) or in-memory masks (then the load is skipped)."""
+    published) or in-memory masks (then the load is skipped). ``draws``, if given, receives
+    ``n_templates`` and ``masked`` (template k is painted k, so 1..n - 1 hold templates, 2..n in a
+    masked map)."""
     generator = torch.Generator().manual_seed(int(rng.randint(2 ** 31)))
     n_templates = rng.randint(min_templates, max_templates)
     label = np.zeros((side_length,) * 3, dtype=np.uint8)
@@ -190,7 +192,8 @@ def published_label_map(template_paths_or_masks: Sequence[TemplateSource], rng: 
         roi = volume[:side_length, :side_length, :side_length]
         label[roi > 0] = k
     label = skimage.filters.median(label)
-    if rng.rand() > 0.33333:
+    masked = rng.rand() > 0.33333
+    if masked:
         mask = skimage.filters.median(sample_corruption(side_length, generator, rng)) > 0
         label[~mask] = 0
         label[mask] += 1
@@ -198,6 +201,8 @@ def published_label_map(template_paths_or_masks: Sequence[TemplateSource], rng: 
             footprint = skimage.morphology.ball(int(rng.choice([2, 3, 4])))
             shell = skimage.morphology.dilation(mask, footprint) & ~skimage.morphology.erosion(mask, footprint)
             label[shell] = label.max() + 1
+    if draws is not None:
+        draws.update(n_templates=n_templates, masked=bool(masked))
     return label
 
 

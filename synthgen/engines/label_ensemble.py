@@ -28,8 +28,9 @@ from synthgen.engines.base import Engine, FieldSpec
 from synthgen.errors import SynthgenError
 from synthgen.ops.affine_placement import PlacementConfig
 from synthgen.ops.appearance import render_view
-from synthgen.ops.label_ensemble import (LabelEnsembleConfig as Algorithm1Config, label_dtype,
-                                         sample_template_choice, synthesize_label_map)
+from synthgen.ops.label_ensemble import (LabelEnsembleConfig as Algorithm1Config, LabelEnsembleParams,
+                                         label_dtype, render_label_map, sample_label_ensemble_params,
+                                         sample_template_choice)
 from synthgen.seeding import LABEL_STREAM, VIEW_STREAMS, sample_generator
 from synthgen.templates import DEFAULT_BANK_NAME, TemplateBank, resolve_bank
 
@@ -141,18 +142,22 @@ class LabelEnsemble(Engine):
     def derived_schema(self) -> dict[str, FieldSpec]:
         return self._view_specs() if self.config.store == "labels" else {}
 
+    def label_draws(self, seed: int, index: int) -> tuple[list[int], LabelEnsembleParams]:
+        """Every random draw of sample ``index``'s label map: the bank indices of its templates
+        in painting order and their placements and foreground mask (CPU, from the label stream)."""
+        c = self.config
+        generator = sample_generator(seed, index, LABEL_STREAM)
+        ids = sample_template_choice(generator, len(self.bank), c.min_templates, c.max_templates)
+        zoom = REFERENCE_SIZE / c.size
+        config = Algorithm1Config(placement=PlacementConfig(scale_range=(0.5 * zoom, 1.5 * zoom)))
+        return ids, sample_label_ensemble_params(generator, len(ids), c.size, config)
+
     def label_map(self, seed: int, index: int, device: torch.device | str | None = None) -> torch.Tensor:
         """The label map of sample ``index``: (D, H, W) uint8 (uint16 beyond 255 labels)."""
-        c = self.config
-        bank = self.bank
-        generator = sample_generator(seed, index, LABEL_STREAM)
-        ids = sample_template_choice(generator, len(bank), c.min_templates, c.max_templates)
+        ids, params = self.label_draws(seed, index)
         device = torch.device(device) if device is not None else torch.device("cpu")
-        templates = [torch.from_numpy(mask).to(device) for mask in bank.masks(ids)]
-        zoom = REFERENCE_SIZE / c.size
-        placement = PlacementConfig(scale_range=(0.5 * zoom, 1.5 * zoom))
-        labels = synthesize_label_map(templates, c.size, generator, device,
-                                      config=Algorithm1Config(placement=placement))
+        templates = [torch.from_numpy(mask).to(device) for mask in self.bank.masks(ids)]
+        labels = render_label_map(templates, params, self.config.size, device)
         return labels.to(getattr(torch, self.label_dtype))
 
     def render_views(self, labels: torch.Tensor, seed: int, index: int,

@@ -14,18 +14,28 @@ centre, c_V = ((size-1)/2,)*3 the volume centre and t the translation. As publis
 (anatomix ``apply_random_affine_transform``): S = diag(scale) with scale ~ U(0.5, 1.5) per axis
 and the sign flipped per axis with p = 0.5 (reflection); R = Rx Ry Rz with angles ~ U(-pi, pi)
 about array axes 0, 1, 2; Sh = identity with U(-0.5, 0.5) in the upper-triangular entries
-(0,1), (0,2), (1,2); t ~ U(-5, 5) voxels per axis. M acts on template coordinates (the pull-back
-of ``affine_transform``), so a template appears 1/scale times its size, as in the published code.
+(0,1), (0,2), (1,2). M acts on template coordinates (the pull-back of ``affine_transform``), so a
+template appears 1/scale times its size, as in the published code. The template centre lands at
+a uniformly random position over the volume: t ~ U(-(size - 1) / 2, (size - 1) / 2) per axis
+(``translation_range`` (-63.5, 63.5) at 128^3), where the published code draws t ~ U(-5, 5)
+about the array corner.
 
 Deliberate deviations from the published code, and why:
 
-- Centred: rotation, scale and shear act about the template centre, which lands at the volume
-  centre plus t. The published code pads the cropped template to >= 128 per axis, transforms
-  about the array corner and keeps the corner ROI ``[:128]^3``, so where (and whether) a
-  template lands depends on its size and the rotation.
-- No wrap-around: what falls outside the volume is dropped (the published code uses
-  ``mode="grid-wrap"``, so shapes re-enter on the opposite face).
-- The translation range scales with ``size / 128`` (the published value is in voxels at 128^3).
+- About the template centre, at a uniform position: rotation, scale and shear act about the
+  template centre, which lands at the volume centre plus t, uniform over the volume. The
+  published code pads the cropped template to >= 128 per axis, transforms about the array
+  corner with ``mode="grid-wrap"`` and keeps the corner ROI ``[:128]^3``: the template's wrapped
+  copies form a lattice (one copy per ``128^3 / |det M|`` voxels for 128-voxel padding) at a
+  random offset, so on average one copy per template lands at a uniformly random place over the
+  volume, cut by the ROI's faces. Here each template lands once, at a uniform position, and what
+  falls outside the volume is dropped (no copies re-entering elsewhere). Until 2026-12 synthgen
+  drew t ~ U(-5, 5) about the volume centre, which piled every template in the middle (at
+  128^3, share of voxels carrying a template label 0.98 within 16 voxels of the centre and 0.01
+  beyond 64; the published code with the same bank 0.39 and 0.12, this placement 0.37 and 0.10:
+  ``benchmarks/label_placement.py``, ``benchmarks/README.md``).
+- The translation range scales with ``(size - 1) / 127``, so the default spans the voxel centres
+  at every size.
 - Only the region a template can reach is computed: the 8 corners of the template's support
   box ``[-0.5, n - 0.5]^3`` are mapped forward, their bounding box is clipped to the volume,
   cut into slabs of 16 slices along axis 0, each slab shrunk to the bounding box of the placed
@@ -63,15 +73,16 @@ class PlacementConfig:
         scale_range: per-axis scale of the pull-back matrix, U(low, high).
         rotation_range: per-axis rotation angle in radians, U(low, high).
         shear_range: the three upper-triangular shear entries, U(low, high).
-        translation_range: per-axis translation in voxels at 128^3, U(low, high); scaled by
-            ``size / 128``.
+        translation_range: per-axis offset of the template centre from the volume centre in
+            voxels at 128^3, U(low, high), scaled by ``(size - 1) / 127``; the default puts the
+            centre uniformly anywhere over the volume (first to last voxel centre).
         reflection_prob: per-axis probability of flipping the scale's sign.
     """
 
     scale_range: tuple[float, float] = (0.5, 1.5)
     rotation_range: tuple[float, float] = (-math.pi, math.pi)
     shear_range: tuple[float, float] = (-0.5, 0.5)
-    translation_range: tuple[float, float] = (-5.0, 5.0)
+    translation_range: tuple[float, float] = (-63.5, 63.5)
     reflection_prob: float = 0.5
 
     def __post_init__(self) -> None:
@@ -133,7 +144,7 @@ def sample_placement_params(generator: torch.Generator, size: int = 128,
     return PlacementParams(
         scale=span(u[0:3], config.scale_range),
         rotation=span(u[3:6], config.rotation_range),
-        translation=span(u[6:9], config.translation_range, size / 128.0),
+        translation=span(u[6:9], config.translation_range, (size - 1) / 127.0),
         shear=span(u[9:12], config.shear_range),
         reflect=tuple(v < config.reflection_prob for v in u[12:15]),
     )

@@ -2,8 +2,9 @@
 
 One label map from binary shape templates:
 
-1. Place each chosen template with a random affine, centred, labels k + 1 in painting order,
-   later templates overwriting earlier ones (:mod:`synthgen.ops.affine_placement`).
+1. Place each chosen template with a random affine about its centre, the centre at a uniformly
+   random position over the volume, labels k + 1 in painting order, later templates
+   overwriting earlier ones (:mod:`synthgen.ops.affine_placement`).
 2. Median-smooth the label map over a 3x3x3 cube (a median of label values, exactly
    ``skimage.filters.median`` as published; :func:`synthgen.ops.morphology.median3`).
 3. With p = 2/3 mask it with a deformed sphere (labels + 1 inside, 0 outside) and, with p = 1/2
@@ -16,7 +17,8 @@ engine) draws which templates to use with :func:`sample_template_choice`, then t
 with :func:`sample_label_ensemble_params`, and may record or override them.
 
 Deviations from the published code are listed in the docstrings of the three modules above; in
-short: templates are placed about their centre with no wrap-around and labels start at 1 (the
+short: templates are placed once each, about their centre, at a uniform position, with no
+wrap-around copies (spread over the volume as the published copies are) and labels start at 1 (the
 published code paints the first template as background), only the region a template can reach
 is computed, integer ranges are inclusive (paper notation), all lengths scale with
 ``size / 128`` and the envelope label is ``n_templates + 2``. Labels are uint8, or uint16 when
