@@ -6,7 +6,8 @@ Follows ``convexAdam.convex_adam_MIND.convex_adam_pt`` (PyPI ``convexadam`` 0.2.
 
 1. Features averaged over ``grid_sp``-blocks (coarse grid).
 2. SSD cost volume over the displacements {-disp_hw..disp_hw}^3 (coarse voxels) against the
-   zero-padded moving features, box-filtered twice (3^3, zero padding, as ``avg_pool3d``).
+   zero-padded moving features, its channels reduced by ``cost_reduction``, box-filtered twice
+   (3^3, zero padding, as ``avg_pool3d``).
 3. Coupled convex optimisation: the argmin, box-filtered, then six rounds of
    ``argmin_d cost(d) + c * |d - smoothed|^2`` with c in (0.003, 0.01, 0.03, 0.1, 0.3, 1).
 4. With ``ic``: the same for moving -> fixed and 15 rounds of the reference's symmetric
@@ -59,12 +60,14 @@ compare at 48^3):
 - ``smooth`` must be odd (reference bug (b) silently smoothed with the even kernel); the final
   smoothing is applied whether or not the Adam stage runs (the reference only smooths after
   Adam). ``niter=0`` skips the Adam stage (the reference fails).
-- Channel scaling: both data terms use ``12 * mean over channels`` of the squared difference,
-  which is the channel sum for 12-channel MIND, so features of any C keep the balance against
-  ``lambda_weight`` and the coupling weights that MIND's per-channel scale (values in [0, 1])
-  has. The reference also uses ``12 * mean`` in its Adam term for any C (its nnU-Net variant)
-  but the plain channel sum in its cost volume, so for C != 12 the coupling weights weigh
-  12 / C times as much against the cost there as they do here.
+- Channel scaling: the Adam data term uses ``12 * mean over channels`` of the squared
+  difference for any C, as the reference (its nnU-Net variant) and anatomix do. The cost volume
+  does too by default (``cost_reduction="mean12"``), which is the channel sum for 12-channel
+  MIND, so features of any C keep the balance against the coupling weights that MIND's
+  per-channel scale (values in [0, 1]) has. The reference and anatomix's published solver
+  (MIND + 16 network channels) sum the channels in the cost volume instead:
+  ``cost_reduction="sum"``, which weighs the cost C / 12 times as much against the coupling
+  weights (identical for C = 12).
 - float32 throughout, on the inputs' device (the reference uses float16 on GPUs).
 - ``fixed_mask`` (not in the reference) restricts the Adam data term to the fixed mask.
 """
@@ -75,6 +78,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -88,6 +92,7 @@ from synthgen.ops.warp import warp
 
 COUPLING = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 IC_ITERATIONS = 15
+COST_REDUCTIONS = ("mean12", "sum")
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,9 @@ class ConvexAdamParams:
         niter: Adam iterations (reference ``selected_niter``); 0 skips Adam.
         smooth: odd box size of the final smoothing (reference ``selected_smooth``); 0 = none.
         ic: make the convex fields inverse consistent.
+        cost_reduction: how the cost volume reduces the channels of the squared difference:
+            "mean12" (``12 * mean``, this module's default) or "sum" (the reference's and
+            anatomix's published solver); the same for 12 channels.
     """
 
     grid_sp: int = 6
@@ -112,6 +120,7 @@ class ConvexAdamParams:
     niter: int = 80
     smooth: int = 0
     ic: bool = True
+    cost_reduction: Literal["mean12", "sum"] = "mean12"
 
     def __post_init__(self) -> None:
         for name, low in (("grid_sp", 1), ("disp_hw", 1), ("grid_sp_adam", 1), ("niter", 0),
@@ -127,6 +136,9 @@ class ConvexAdamParams:
             raise ValueError(f"lambda_weight must be a finite number >= 0, got {weight!r}")
         if not isinstance(self.ic, bool):
             raise ValueError(f"ic must be a bool, got {self.ic!r}")
+        if self.cost_reduction not in COST_REDUCTIONS:
+            raise ValueError(f"cost_reduction must be one of {', '.join(COST_REDUCTIONS)}, got "
+                             f"{self.cost_reduction!r}")
 
 
 def _block_centres(field: torch.Tensor, factor: int, shape: Sequence[int]) -> torch.Tensor:
@@ -159,13 +171,16 @@ def _label_displacements(radius: int, device: torch.device) -> torch.Tensor:
     return torch.stack([i.flatten(), j.flatten(), k.flatten()])
 
 
-def _cost_volume(fixed: torch.Tensor, moving: torch.Tensor, radius: int) -> torch.Tensor:
+def _cost_volume(fixed: torch.Tensor, moving: torch.Tensor, radius: int,
+                 reduction: str) -> torch.Tensor:
     """SSD of each fixed coarse voxel against the zero-padded moving one at every discrete
-    displacement, ``12 * mean over channels``, box-filtered twice.
+    displacement, over the channels ``12 * mean`` ("mean12") or ``sum`` ("sum"), box-filtered
+    twice.
 
     Args:
         fixed, moving: (C, d, h, w) float32 coarse features.
         radius: search radius r in coarse voxels.
+        reduction: "mean12" or "sum".
 
     Returns:
         (L, d, h, w) float32 cost, labels as :func:`_label_displacements`.
@@ -184,7 +199,9 @@ def _cost_volume(fixed: torch.Tensor, moving: torch.Tensor, radius: int) -> torc
             torch.sub(fixed[c][:, None, None], windows[c], out=difference)
             total.addcmul_(difference, difference)
         cost[:, :, i] = total.permute(2, 1, 0, 3, 4)
-    cost = cost.view(size ** 3, depth, height, width).mul_(CHANNEL_SCALE / channels)
+    cost = cost.view(size ** 3, depth, height, width)
+    if reduction == "mean12":
+        cost.mul_(CHANNEL_SCALE / channels)
     return box_mean(cost, 3, passes=2)
 
 
@@ -245,7 +262,8 @@ def _convex_field(fixed: torch.Tensor, moving: torch.Tensor, params: ConvexAdamP
     labels = _label_displacements(params.disp_hw, fixed.device)
 
     def solve(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return _coupled_convex(_cost_volume(source, target, params.disp_hw), labels)
+        return _coupled_convex(_cost_volume(source, target, params.disp_hw,
+                                            params.cost_reduction), labels)
 
     if not params.ic:
         return solve(fixed_coarse, moving_coarse)

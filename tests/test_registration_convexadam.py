@@ -99,12 +99,14 @@ def test_defaults_are_the_reference_defaults() -> None:
     defaults = {k: v.default for k, v in inspect.signature(reference.convex_adam_pt).parameters.items()}
     names = {"niter": "selected_niter", "smooth": "selected_smooth"}
     for field in dataclasses.fields(ConvexAdamParams):
-        assert field.default == defaults[names.get(field.name, field.name)], field.name
+        if field.name != "cost_reduction":  # not a parameter of the reference
+            assert field.default == defaults[names.get(field.name, field.name)], field.name
 
 
 @pytest.mark.parametrize("bad", [{"smooth": 4}, {"grid_sp": 0}, {"disp_hw": 2.0}, {"niter": -1},
                                  {"grid_sp_adam": True}, {"lambda_weight": -0.5},
-                                 {"lambda_weight": float("nan")}, {"ic": 1}])
+                                 {"lambda_weight": float("nan")}, {"ic": 1},
+                                 {"cost_reduction": "mean"}])
 def test_invalid_params(bad: dict) -> None:
     name = next(iter(bad))
     with pytest.raises(ValueError, match=name):
@@ -158,6 +160,27 @@ def test_any_channel_count() -> None:
         field = convex_adam(*features, grid_sp=4, disp_hw=3, grid_sp_adam=3)
         assert field.shape == (3, 32, 36, 28)
         assert (field[:, 8:-8, 8:-8, 8:-8] - shift.view(3, 1, 1, 1)).abs().mean() < 0.5
+
+
+def test_cost_reduction_leaves_mind_unchanged() -> None:
+    fixed, moving, _ = translated_pair(shape=(32, 32, 32))
+    args = (mind_ssc(fixed), mind_ssc(moving))
+    assert ConvexAdamParams().cost_reduction == "mean12"
+    default = convex_adam(*args, grid_sp=4, disp_hw=3, niter=5)
+    for reduction in ("mean12", "sum"):  # 12 channels: 12 * mean is the sum
+        assert torch.equal(convex_adam(*args, grid_sp=4, disp_hw=3, niter=5,
+                                       cost_reduction=reduction), default), reduction
+
+
+def test_cost_reduction_scales_the_cost_by_channels() -> None:
+    fixed, moving, _ = translated_pair(shape=(32, 32, 32), shift=(3.0, -2.0, 1.0))
+    features = (mind_ssc(fixed)[:3], mind_ssc(moving)[:3])
+    convex = {"grid_sp": 4, "disp_hw": 3, "lambda_weight": 0}
+    summed = convex_adam(*features, cost_reduction="sum", **convex)
+    # 3 channels: sum(x) = 12 * mean(x / 2) exactly (powers of two)
+    halved = convex_adam(*(f / 2 for f in features), cost_reduction="mean12", **convex)
+    assert torch.equal(summed, halved)
+    assert not torch.equal(summed, convex_adam(*features, cost_reduction="mean12", **convex))
 
 
 def test_smoothing() -> None:

@@ -14,12 +14,15 @@ import pytest
 import torch
 from scipy.ndimage import map_coordinates
 
-from benchmarks.registration.cli import main
+from benchmarks.registration.cli import grid_from, main, params_from
 from benchmarks.registration.fields import field_name, write_field
 from benchmarks.registration.grid import choose, rank_scores, settings
 from benchmarks.registration.report import aggregate
 from benchmarks.registration.run import PairResult, Registered, score
 from benchmarks.registration.sources import BenchPair
+from benchmarks.registration.window import apply_window, parse_windows, windowed
+from registration.convexadam import ConvexAdamParams
+from synthgen.errors import SynthgenError
 from registration.datasets import RegistrationPair
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -107,6 +110,14 @@ def test_existing_results_are_kept_without_overwrite(nifti_pairs: Path, tmp_path
     (["--features", "nosuch"], "nosuch"),
     (["--set", "nosuch=1"], "grid_sp"),
     (["--features", "ckpt:/nonexistent/model.pt"], "/nonexistent/model.pt"),
+    (["--preset", "nosuch"], "anatomix"),
+    (["--set", "cost_reduction=mean"], "mean12"),
+    (["--intensity-window=-450"], "LOW,HIGH"),
+    (["--intensity-window", "450,-450"], "LOW < HIGH"),
+    (["--intensity-window", "ct:-450,450"], "fixed:"),
+    (["--intensity-window=-1,1", "--intensity-window", "moving:0,1"], "already has a window"),
+    (["--grid", "--grid-values", "cost_reduction=mean12,max"], "cost_reduction"),
+    (["--grid", "--grid-values", "disp_hw=1,0"], "disp_hw"),
 ])
 def test_bad_options_fail_before_any_pair(nifti_pairs: Path, tmp_path: Path, argv: list[str],
                                           message: str, capsys: pytest.CaptureFixture) -> None:
@@ -277,3 +288,57 @@ def test_a_label_the_warp_wipes_out_counts_as_dice_0_and_hd95_inf() -> None:
     assert result.label_dice[2] == 0.0 and result.label_dice[1] == 1.0
     assert result.scores["dice"] == 0.5  # Learn2Reg's mean; judged after warping it would be 1.0
     assert math.isinf(result.scores["hd95"])
+
+
+def test_presets_resolve_and_set_overrides_them() -> None:
+    assert params_from([]) == ConvexAdamParams()
+    anatomix = params_from([], "anatomix")
+    assert (anatomix.grid_sp, anatomix.disp_hw, anatomix.ic, anatomix.lambda_weight,
+            anatomix.niter, anatomix.grid_sp_adam, anatomix.smooth,
+            anatomix.cost_reduction) == (2, 1, True, 0.75, 80, 2, 0, "sum")
+    overridden = params_from(["niter=10", "cost_reduction=mean12"], "anatomix")
+    assert overridden == ConvexAdamParams(grid_sp=2, disp_hw=1, lambda_weight=0.75, niter=10)
+
+
+def test_grid_values_reach_the_anatomix_settings() -> None:
+    grid = grid_from(["grid_sp=2,4,6", "disp_hw=1,4", "ic=true,false",
+                      "cost_reduction=mean12,sum", "lambda_weight=0.75"], ConvexAdamParams())
+    assert grid == {"grid_sp": (2, 4, 6), "disp_hw": (1, 4), "ic": (True, False),
+                    "cost_reduction": ("mean12", "sum"), "lambda_weight": (0.75,)}
+    assert len(settings(grid)) == 24
+
+
+def test_anatomix_preset_is_recorded(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    code = main(["register", "--pairs", "random-shapes:1,size=32", "--out", str(out),
+                 "--overlays", "0", "--preset", "anatomix", "--set", "niter=10",
+                 "--intensity-window", "fixed:0,0.5"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["preset"] == "anatomix"
+    assert summary["intensity_window"] == {"fixed": [0.0, 0.5]}
+    assert summary["params"] == {"grid_sp": 2, "disp_hw": 1, "lambda_weight": 0.75,
+                                 "grid_sp_adam": 2, "niter": 10, "smooth": 0, "ic": True,
+                                 "cost_reduction": "sum"}
+
+
+def test_intensity_window_clips_and_rescales_before_the_features() -> None:
+    assert parse_windows(["-450,450"]) == {"fixed": (-450.0, 450.0), "moving": (-450.0, 450.0)}
+    assert parse_windows(["moving:-1e3,2e3"]) == {"moving": (-1000.0, 2000.0)}
+    for bad in ("-450", "a,b", "1,1", "nan,1", "both:0,1"):
+        with pytest.raises(SynthgenError, match="LOW,HIGH"):
+            parse_windows([bad])
+    hu = torch.tensor([[[-1000.0, -450.0, 0.0, 225.0, 3000.0]]])
+    torch.testing.assert_close(apply_window(hu, (-450.0, 450.0)),
+                               torch.tensor([[[0.0, 0.0, 0.5, 0.75, 1.0]]]))
+    seen = {}
+
+    def extractor(fixed, moving, fixed_mask=None, moving_mask=None):
+        seen.update(fixed=fixed, moving=moving, mask=fixed_mask)
+        return fixed[None], moving[None]
+
+    mask = torch.ones_like(hu)
+    windowed(extractor, parse_windows(["fixed:-450,450"]))(hu, hu * 2, fixed_mask=mask)
+    torch.testing.assert_close(seen["fixed"], apply_window(hu, (-450.0, 450.0)))
+    assert torch.equal(seen["moving"], hu * 2) and seen["mask"] is mask
+    assert windowed(extractor, {}) is extractor

@@ -6,7 +6,10 @@ ConvexAdam driven by the features, and writes ``pairs.csv``, ``summary.json``, `
 also each pair's displacement in ``fields/``, see :mod:`benchmarks.registration.fields`). With
 ``--grid`` it first searches a small hyper-parameter grid on validation pairs (``--val-pairs``,
 or the first ``--val-count`` pairs of ``--pairs``, which are then left out of the scored set),
-writes ``grid.csv`` and registers the rest with the chosen setting.
+writes ``grid.csv`` and registers the rest with the chosen setting. ``--preset`` picks named
+ConvexAdam settings (:mod:`benchmarks.registration.presets`) that ``--set`` overrides, and
+``--intensity-window`` windows the images before the features
+(:mod:`benchmarks.registration.window`).
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ from typing import Any
 from benchmarks.registration import fields
 from benchmarks.registration import grid as grid_search
 from benchmarks.registration import plots
+from benchmarks.registration.presets import PRESETS, preset_params
 from benchmarks.registration.report import write_outputs
 from benchmarks.registration.run import PairResult, Registered, run_pairs, warped_image
 from benchmarks.registration.sources import PairSource, open_pairs
+from benchmarks.registration.window import parse_windows, windowed
 from registration.convexadam import ConvexAdamParams
 from registration.features import EXTRACTOR_NAMES, get_extractor
 from synthgen.cli import OneLineParser, dispatch, parse_overrides
@@ -50,12 +55,23 @@ def build_parser() -> argparse.ArgumentParser:
         f"feature extractor: one of {', '.join(EXTRACTOR_NAMES)}, written NAME[:ARG][,key=value...], "
         f"e.g. mind, ckpt:model.pt,mind=true, slice2d:enc.pt,every=4,pca=12 (default mind)"))
     reg.add_argument("--out", required=True, help="results directory")
+    reg.add_argument("--preset", default="reference", help=(
+        f"named ConvexAdam settings that --set overrides: {', '.join(PRESETS)} (default "
+        f"reference: grid_sp 6, disp_hw 4, lambda_weight 1.25; anatomix: the published anatomix "
+        f"solver, grid_sp 2, disp_hw 1, lambda_weight 0.75, cost_reduction sum)"))
+    reg.add_argument("--intensity-window", dest="windows", action="append", default=[],
+                     metavar="[fixed:|moving:]LOW,HIGH", help=(
+                         "clip the images (or only the fixed or moving one) to [LOW, HIGH] and map "
+                         "them to [0, 1] before the features, e.g. --intensity-window=-450,450 for CT "
+                         "in HU (with '=' when LOW is negative)"))
     reg.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="ConvexAdam hyper-parameter, e.g. --set grid_sp=4 --set niter=40")
     reg.add_argument("--grid", action="store_true",
                      help="tune ConvexAdam on validation pairs first and use the chosen setting")
     reg.add_argument("--grid-values", action="append", default=[], metavar="KEY=V1,V2",
-                     help="a grid axis (default grid: grid_sp=4,6 and lambda_weight=0.5,1.25,2.5)")
+                     help=("a grid axis over any --set key, e.g. grid_sp=2,4,6, disp_hw=1,4, "
+                           "ic=true,false, cost_reduction=mean12,sum (default grid: grid_sp=4,6 and "
+                           "lambda_weight=0.5,1.25,2.5)"))
     reg.add_argument("--val-pairs", default=None, help="validation pairs for --grid (same forms as --pairs)")
     reg.add_argument("--val-count", type=int, default=2,
                      help="without --val-pairs: the first N pairs validate and are not scored (default 2)")
@@ -69,21 +85,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def params_from(overrides: Sequence[str]) -> ConvexAdamParams:
-    """ConvexAdamParams with ``--set`` overrides; unknown keys name the valid ones."""
+def params_from(overrides: Sequence[str], preset: str = "reference") -> ConvexAdamParams:
+    """The ``preset``'s ConvexAdamParams with ``--set`` overrides; unknown keys name the valid
+    ones."""
     values = parse_overrides(overrides)
     unknown = sorted(unknown_keys(ConvexAdamParams, values))
     if unknown:
         raise SynthgenError(f"--set {unknown[0]}: no such ConvexAdam hyper-parameter; "
                             f"valid ones are {', '.join(field_names(ConvexAdamParams))}")
-    try:
-        return ConvexAdamParams(**values)
-    except (TypeError, ValueError) as err:
-        raise SynthgenError(f"--set: {err}") from None
+    return preset_params(preset, values)
 
 
-def grid_from(values: Sequence[str]) -> dict[str, tuple[Any, ...]]:
-    """``["grid_sp=4,6"]`` -> ``{"grid_sp": (4, 6)}``; the default grid when empty."""
+def grid_from(values: Sequence[str], base: ConvexAdamParams) -> dict[str, tuple[Any, ...]]:
+    """``["grid_sp=2,4", "ic=true,false"]`` -> ``{"grid_sp": (2, 4), "ic": (True, False)}``; the
+    default grid when empty. Every value is checked on ``base`` (SynthgenError naming it)."""
     if not values:
         return dict(grid_search.DEFAULT_GRID)
     valid = field_names(ConvexAdamParams)
@@ -94,6 +109,11 @@ def grid_from(values: Sequence[str]) -> dict[str, tuple[Any, ...]]:
             raise SynthgenError(f"--grid-values {text!r}: expected KEY=V1,V2 with KEY one of "
                                 f"{', '.join(valid)}")
         grid[key] = tuple(parse_value(v) for v in items.split(","))
+        for value in grid[key]:
+            try:
+                dataclasses.replace(base, **{key: value})
+            except (TypeError, ValueError) as err:
+                raise SynthgenError(f"--grid-values {text!r}: {err}") from None
     return grid
 
 
@@ -156,10 +176,11 @@ def _write_grid(rows: list[dict[str, Any]], path: str) -> None:
 
 def cmd_register(args: argparse.Namespace) -> int:
     check_out(args.out, args.overwrite)
-    params = params_from(args.overrides)
-    grid = grid_from(args.grid_values) if args.grid else None
+    params = params_from(args.overrides, args.preset)
+    grid = grid_from(args.grid_values, params) if args.grid else None
+    windows = parse_windows(args.windows)
     device = resolve_device(args.device, "--device")
-    extractor = get_extractor(args.features, device)
+    extractor = windowed(get_extractor(args.features, device), windows)
     sources = open_pairs(args.pairs)[:args.limit]
     if not sources:
         raise SynthgenError(f"--pairs {args.pairs} lists no pairs")
@@ -168,7 +189,8 @@ def cmd_register(args: argparse.Namespace) -> int:
         writers.append(_field_writer(os.path.join(args.out, "fields"), sources))
     os.makedirs(args.out, exist_ok=True)
     header: dict[str, Any] = {"pairs_source": args.pairs, "features": args.features,
-                              "device": str(device)}
+                              "device": str(device), "preset": args.preset,
+                              "intensity_window": windows}
     if grid is not None:
         if args.val_pairs is not None:
             validation = open_pairs(args.val_pairs)
