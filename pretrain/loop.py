@@ -53,14 +53,14 @@ from pretrain.registry import get_recipe
 from synthgen.config_values import field_names, unknown_keys
 from synthgen.errors import SynthgenError
 from synthgen.ops.augment.online import OnlineAugmentConfig
-from synthgen.seeding import generator_from, seed_from
+from synthgen.seeding import (BUILD_STREAM, GLOBAL_STREAM, STEP_STREAM, VALIDATION_STREAM, named_generator,
+                               named_seed)
 from synthgen.store import open_dataset
 from synthgen.store.output_paths import check_output_path
 from synthgen.stream import DeviceStage, ShardStream
 
 CONFIG_FILE = "config.json"
 FEATURES_FILE = "features.pt"
-_BUILD_SEED, _VAL_SEED = 0xB111D, 0x7A11D
 _WAIT_KEY = "data/wait_fraction"  # averaged over ranks with the losses, in the same all-reduce
 
 
@@ -217,7 +217,7 @@ class _Run:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
-        _seed_everything(seed_from(train.seed, _BUILD_SEED))  # the same initial weights on every rank
+        _seed_everything(named_seed(train.seed, BUILD_STREAM, 0))  # the same initial weights on every rank
         self.modules = {name: module.to(self.device) for name, module in self.recipe.build().items()}
         if saved:
             names, expected = sorted(saved["modules"]), sorted(self.modules)
@@ -239,7 +239,7 @@ class _Run:
             self.best = saved.get("best")  # absent in checkpoints from before best.pt
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]  # for grad_clip
         self.wrapped = wrap_modules(self.modules, self.ctx, train.find_unused_parameters)
-        _seed_everything(seed_from(train.seed, self.ctx.rank))
+        _seed_everything(named_seed(train.seed, GLOBAL_STREAM, self.ctx.rank))
 
     def _build_data(self, fields: list[str], crop: tuple[int, int, int] | None, augment: dict[str, Any] | None,
                     saved: dict[str, Any] | None) -> None:
@@ -262,7 +262,7 @@ class _Run:
         if len(states) == self.ctx.world_size:
             ckpt.set_rng_state(states[self.ctx.rank])
         else:
-            _seed_everything(seed_from(self.config.train.seed, self.ctx.rank, self.step))
+            _seed_everything(named_seed(self.config.train.seed, GLOBAL_STREAM, self.ctx.rank, self.step))
 
     def _announce(self, path: str, saved: dict[str, Any] | None) -> None:
         train_count = self.batches.stream.num_samples * self.ctx.world_size
@@ -312,7 +312,7 @@ class _Run:
             self._save(ckpt.LAST)
 
     def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        generator = generator_from(self.config.train.seed, self.step, self.ctx.rank)
+        generator = named_generator(self.config.train.seed, STEP_STREAM, self.step, self.ctx.rank)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
             losses = self.recipe.training_step(self.wrapped, batch, generator)
@@ -357,7 +357,7 @@ class _Run:
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             for i, batch in enumerate(validation_batches(self.val_stream, count)):
-                generator = generator_from(self.config.train.seed, _VAL_SEED, i, self.ctx.rank)
+                generator = named_generator(self.config.train.seed, VALIDATION_STREAM, i, self.ctx.rank)
                 with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
                     scores = self.recipe.validation_step(self.modules, self.val_stage(batch, self.device), generator)
                 for name, value in scores.items():

@@ -3,8 +3,9 @@
 Every use of randomness has its own stream, listed here so that no two uses ever share one:
 
 - sample streams, ``sample_generator(seed, index, stream)``: what an engine draws for one sample;
-- named streams, ``named_generator(seed, stream, *key)``: other uses derived from a dataset
-  seed (the online augmentation), keyed by what they are a function of.
+- named streams, ``named_generator(seed, stream, *key)``: other uses derived from a dataset or
+  training seed (the online augmentation, a training run's weights and per-step draws), keyed by
+  what they are a function of.
 
 numpy's SeedSequence hashes its entropy as 32-bit words and treats fewer than 4 words as if
 padded with zeros, so ``(seed, i)`` is sample ``i``'s stream 0, and any short tuple (even
@@ -23,6 +24,10 @@ NAMED_TAG = 0x4E414D45  # "NAME": the word that makes a named stream's entropy l
 LABEL_STREAM = 0  # sample stream: an engine's label map (random-shapes draws everything from it)
 VIEW_STREAMS = (1, 2)  # sample streams: label-ensemble's appearance of view 1 and view 2
 AUGMENT_STREAM = 3  # named stream: the online augmentation, keyed (epoch, *batch indices)
+BUILD_STREAM = 4  # named stream: a training run's initial weights, keyed (0,)
+GLOBAL_STREAM = 5  # named stream: a rank's global RNGs (torch, numpy, random), keyed (rank[, step])
+STEP_STREAM = 6  # named stream: a recipe's draws in one training step, keyed (step, rank)
+VALIDATION_STREAM = 7  # named stream: a recipe's draws in validation batch i, keyed (i, rank)
 
 
 def seed_from(*entropy: int) -> int:
@@ -30,13 +35,6 @@ def seed_from(*entropy: int) -> int:
     inputs give statistically independent streams (unlike ``seed + index``)."""
     state = np.random.SeedSequence([int(e) for e in entropy]).generate_state(1, dtype=np.uint64)[0]
     return int(state) & ((1 << 63) - 1)
-
-
-def generator_from(*entropy: int) -> torch.Generator:
-    """A CPU ``torch.Generator`` seeded with :func:`seed_from` ``(*entropy)``."""
-    generator = torch.Generator(device="cpu")
-    generator.manual_seed(seed_from(*entropy))
-    return generator
 
 
 def sample_seed(seed: int, index: int, stream: int = 0) -> int:

@@ -158,6 +158,15 @@ def run_a(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def run_still(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference run with a learning rate of 1e-12: the same initial weights, batches and
+    draws as ``run_a``, no learning (the control of its learning check)."""
+    out = tmp_path_factory.mktemp("runs") / "still"
+    train(TinyRecipe.name, tiny_config(dataset, **{"optim.lr": 1e-12}), out)
+    return out
+
+
 def states(run: Path) -> dict[str, Any]:
     saved = load_checkpoint(run)
     return {"model": saved["modules"]["model"]["state_dict"], "optimizer": saved["optimizer"],
@@ -182,11 +191,14 @@ def assert_bitwise_equal(a: Any, b: Any, where: str = "") -> None:
 # -- learning, logs, checkpoints --------------------------------------------------------------------
 
 
-def test_reference_run_learns_validates_logs_and_exports(run_a: Path) -> None:
+def test_reference_run_learns_validates_logs_and_exports(run_a: Path, run_still: Path) -> None:
     records = [json.loads(line) for line in (run_a / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if r["kind"] == "train"]
     assert len(losses) == STEPS
-    assert sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3
+    # per-step losses swing with the batch; validation sees the same batches and voxels in both runs
+    still = [json.loads(line) for line in (run_still / "metrics.jsonl").read_text().splitlines()]
+    val_loss = [r["loss"] for r in records if r["kind"] == "val"]
+    assert val_loss[-1] < 0.95 * [r["loss"] for r in still if r["kind"] == "val"][-1]  # 0.72 vs 0.83 here
     lrs = [r["lr"] for r in records if r["kind"] == "train"]
     assert lrs[:4] == pytest.approx([5e-3, 1e-2, 1e-2, 8.75e-3])  # 2 warm-up steps to 1e-2, then linear to 0 at 10
     assert lrs[-1] == pytest.approx(1.25e-3)

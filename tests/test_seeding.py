@@ -1,17 +1,20 @@
-"""Random streams (synthgen.seeding): the online augmentation draws from its own named stream,
-which never coincides with the generator of an engine's sample stream (it used to: the
-augmentation of sample i in epoch 0 was sample_generator(0, i, 0), the label map's)."""
+"""Random streams (synthgen.seeding): the online augmentation and the training loop draw from
+their own named streams, which never coincide with the generator of an engine's sample stream
+(they used to: the augmentation of sample i in epoch 0 was sample_generator(0, i, 0), the label
+map's, and so was the loop's generator of step i on rank 0)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from synthgen.seeding import (AUGMENT_STREAM, LABEL_STREAM, VIEW_STREAMS, named_generator, named_seed,
-                              sample_generator, sample_seed, seed_from)
+from synthgen.seeding import (AUGMENT_STREAM, BUILD_STREAM, GLOBAL_STREAM, LABEL_STREAM, STEP_STREAM,
+                              VALIDATION_STREAM, VIEW_STREAMS, named_generator, named_seed, sample_generator,
+                              sample_seed, seed_from)
 from synthgen.stream import DeviceStage
 
 SAMPLE_STREAMS = (LABEL_STREAM, *VIEW_STREAMS)
+NAMED_STREAMS = (AUGMENT_STREAM, BUILD_STREAM, GLOBAL_STREAM, STEP_STREAM, VALIDATION_STREAM)
 SPEC = "generate:label-ensemble?n=3000&size=32&seed=0"
 
 
@@ -46,12 +49,13 @@ def test_augmentation_never_draws_from_a_sample_stream_of_the_same_sample(stage:
 
 
 def test_named_seeds_are_disjoint_from_every_sample_seed_and_from_each_other() -> None:
-    """No augmentation seed of one- or two-integer keys below 200 equals a sample seed of any
-    index below 200 and stream below 8 (seeds 0 and 5), and no two keys share a seed."""
+    """No seed of a named stream (the augmentation's and the training loop's) with one- or
+    two-integer keys below 200 equals a sample seed of any index below 200 and stream below 8
+    (seeds 0 and 5), and no two streams or keys share a seed."""
+    keys = [(k,) for k in range(200)] + [(k, r) for k in range(200) for r in range(200)]
     for seed in (0, 5):
         samples = {sample_seed(seed, index, stream) for index in range(200) for stream in range(8)}
-        named = [named_seed(seed, AUGMENT_STREAM, *key)
-                 for key in [(k,) for k in range(200)] + [(k, r) for k in range(200) for r in range(200)]]
+        named = [named_seed(seed, stream, *key) for stream in NAMED_STREAMS for key in keys]
         assert len(set(named)) == len(named)
         assert not samples & set(named)
 
