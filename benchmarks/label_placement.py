@@ -1,7 +1,8 @@
 """Where label-ensemble templates land: spatial statistics of label maps by distance from the
 volume centre, the figures issue 13 compares with the published anatomix code.
 
-For each label map (the engine's own draws and rendering, ``LabelEnsembleEngine.label_draws``):
+For each label map (the engine's own draws and rendering, ``LabelEnsemble.label_draws`` and
+``render_labels``):
 
 - per band of distance from the volume centre (0-16 / 16-32 / 32-48 / 48-64 / >64 voxels at
   128^3; scaled by ``size / 128``): the share of voxels carrying a template's label (not
@@ -31,7 +32,6 @@ import torch
 
 from benchmarks.published_anatomix import published_label_map
 from synthgen.engines import get_engine
-from synthgen.ops.label_ensemble import render_label_map
 
 BANDS = (0.0, 16.0, 32.0, 48.0, 64.0, float("inf"))
 BAND_NAMES = ("0-16", "16-32", "32-48", "48-64", ">64")
@@ -98,8 +98,7 @@ def synthgen_maps(n: int, size: int, seed: int, templates: str | None) -> Iterat
     engine = get_engine("label-ensemble", size=size, **({"templates": templates} if templates else {}))
     for index in range(n):
         ids, params = engine.label_draws(seed, index)
-        masks = [torch.from_numpy(mask) for mask in engine.bank.masks(ids)]
-        yield render_label_map(masks, params, size), params.n_templates, params.foreground.masked
+        yield engine.render_labels(ids, params), params.n_templates, params.foreground.masked
 
 
 def published_maps(n: int, seed: int, templates: str | None) -> Iterator[tuple[torch.Tensor, int, bool]]:

@@ -115,6 +115,7 @@ def direct_cell(datasets: dict[str, Path], npy_dir: Path, n: int, rounds: int, t
     its ratio to npy and to "default" (medians of per-round ratios, min-max alongside), the
     layout (label codec, chunk checksums) and the stored bytes per sample of the two fields."""
     import synthgen
+    from benchmarks.stream_throughput import files_under
 
     spec = {"datasets": {k: str(v) for k, v in datasets.items()}, "npy": str(npy_dir), "n": n,
             "rounds": rounds, "torch_threads": torch_threads}
@@ -133,7 +134,7 @@ def direct_cell(datasets: dict[str, Path], npy_dir: Path, n: int, rounds: int, t
             dataset = synthgen.open_dataset(str(datasets[name]))
             row.update(label_codec=dataset.info.label_codec, chunk_crc32c=dataset.chunk_checksums,
                        stored_bytes_per_sample=sum(p.stat().st_size for f in FIELDS
-                                                   for p in (datasets[name] / f).rglob("*") if p.is_file()) / n)
+                                                   for p in files_under(datasets[name] / f)) / n)
         summary.append(row)
     return {"rounds": rounds, "summary": summary, "passes": rows}
 

@@ -122,17 +122,6 @@ class AdamStage:
                 gradient[:, part].narrow(dim, 1, n - 1).add_(difference, alpha=weight)
                 gradient[:, part].narrow(dim, 0, n - 1).sub_(difference, alpha=weight)
 
-    def _data_gradient(self, field: torch.Tensor, gradient: torch.Tensor) -> None:
-        """Write d(data term)/d(field) into ``gradient`` ((3, d, h, w), block units)."""
-        count = self.workers.count
-        for index, part in enumerate(self.slice_parts):
-            self._data_part(index % count, field, gradient, part)
-
-    def _add_regulariser_gradient(self, field: torch.Tensor, gradient: torch.Tensor) -> None:
-        """Add the regulariser's gradient of ``field`` to ``gradient`` (both (3, d, h, w))."""
-        for part in self.slice_parts:
-            self._regulariser_part(0, field, gradient, part)
-
     def _split(self, function: Callable[[int, slice], None], partition: list[slice]) -> None:
         """``function(worker, part)`` for every part: whichever thread is free takes the next
         part and the buffers of a free worker (a thread slowed down by another process takes

@@ -201,6 +201,12 @@ def test_fixed_mask_everywhere_changes_nothing() -> None:
     torch.testing.assert_close(masked, plain, rtol=1e-4, atol=1e-4)
 
 
+def data_gradient(stage: AdamStage, field: torch.Tensor, gradient: torch.Tensor) -> None:
+    """The stage's data gradient of ``field`` into ``gradient``, slab by slab in this thread."""
+    for part in stage.slice_parts:
+        stage._data_part(0, field, gradient, part)
+
+
 def test_fixed_mask_restricts_the_data_term() -> None:
     shape = (12, 10, 14)
     fixed, moving = torch.rand(2, 3, *shape).unbind(0)
@@ -208,8 +214,8 @@ def test_fixed_mask_restricts_the_data_term() -> None:
     weights = torch.zeros(shape)
     weights[:5] = 1
     plain, masked = torch.empty_like(field), torch.empty_like(field)
-    AdamStage(fixed, moving, None, 1.0, Workers(None, 1))._data_gradient(field, plain)
-    AdamStage(fixed, moving, weights, 1.0, Workers(None, 1))._data_gradient(field, masked)
+    data_gradient(AdamStage(fixed, moving, None, 1.0, Workers(None, 1)), field, plain)
+    data_gradient(AdamStage(fixed, moving, weights, 1.0, Workers(None, 1)), field, masked)
     assert torch.equal(masked[:, 5:], torch.zeros_like(masked[:, 5:]))
     torch.testing.assert_close(masked[:, :5], plain[:, :5] * (weights.numel() / weights.sum()))
 
@@ -272,9 +278,10 @@ def test_adam_gradients_against_autograd(dtype: torch.dtype) -> None:
         assert (position[axis] < 0).any() and (position[axis] > shape[axis] - 1).any()
     stage = AdamStage(fixed, moving, None, 1.25, Workers(None, 1))
     data = torch.empty_like(field)
-    stage._data_gradient(field, data)
+    data_gradient(stage, field, data)
     total = data.clone()
-    stage._add_regulariser_gradient(field, total)
+    for part in stage.slice_parts:  # add the regulariser's gradient
+        stage._regulariser_part(0, field, total, part)
 
     u = field.double().requires_grad_(True)
     warped = sample(moving.double()[None], (identity_grid(shape, dtype=torch.float64) + u)[None],

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from registration.warp import save_displacement
+from synthgen.atomic_files import write_atomically
 from synthgen.errors import SynthgenError
 
 L2R_IMAGE = re.compile(r"_(\d{4})_(\d{4})\.nii\.gz$")
@@ -81,13 +82,9 @@ def write_field(path: str | os.PathLike, displacement: torch.Tensor, spacing: Se
                 affine: np.ndarray | None) -> None:
     """Write a (3, D, H, W) displacement (voxels) as a (D, H, W, 3) float32 NIfTI with ``affine``
     (``diag(spacing)`` when None) by :func:`registration.warp.save_displacement`; the file
-    appears whole or not at all (written beside it, then renamed)."""
+    appears whole or not at all (:func:`synthgen.atomic_files.write_atomically`)."""
     folder, name = os.path.split(os.fspath(path))
-    partial = os.path.join(folder, f".partial-{name}")
-    try:
-        save_displacement(partial, displacement, spacing, affine=affine)
-        os.replace(partial, path)
-    except BaseException:
-        if os.path.exists(partial):
-            os.unlink(partial)
-        raise
+    # the partial file keeps the .nii.gz ending: save_displacement picks the format by name
+    write_atomically(path, lambda partial: save_displacement(partial, displacement, spacing,
+                                                             affine=affine),
+                     os.path.join(folder, f".partial-{name}"))

@@ -9,8 +9,10 @@ Deviation: each decoder level concatenates (upsampled, skip) along channels, whe
 code concatenates (skip, upsampled). For training this is harmless (the level's first
 convolution sees the same channels, permuted), but published weights do not load by position:
 the input-channel axis of each ``dec{l}_conv1`` weight has its two blocks in the other order
-(swap them, ``widths[l + 1]`` upsampled channels and ``widths[l]`` skip channels, to convert). Convolutions are "same" padded with reflection and carry a bias only under
-instance norm (as the published code). The paper's network, ``UNet()`` with the defaults
+(swap them, ``widths[l + 1]`` upsampled channels and ``widths[l]`` skip channels, to convert).
+
+Convolutions are "same" padded with reflection and carry a bias only under instance norm (as the
+published code). The paper's network, ``UNet()`` with the defaults
 (widths 16-32-64-128 and a 256 bottleneck, 16 output channels, batch norm), has 5,899,344
 parameters.
 

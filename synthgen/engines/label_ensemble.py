@@ -154,7 +154,12 @@ class LabelEnsemble(Engine):
 
     def label_map(self, seed: int, index: int, device: torch.device | str | None = None) -> torch.Tensor:
         """The label map of sample ``index``: (D, H, W) uint8 (uint16 beyond 255 labels)."""
-        ids, params = self.label_draws(seed, index)
+        return self.render_labels(*self.label_draws(seed, index), device)
+
+    def render_labels(self, ids: list[int], params: LabelEnsembleParams,
+                      device: torch.device | str | None = None) -> torch.Tensor:
+        """The label map of :meth:`label_draws`' ``(ids, params)`` on ``device`` (default CPU):
+        (D, H, W) uint8 (uint16 beyond 255 labels)."""
         device = torch.device(device) if device is not None else torch.device("cpu")
         templates = [torch.from_numpy(mask).to(device) for mask in self.bank.masks(ids)]
         labels = render_label_map(templates, params, self.config.size, device)

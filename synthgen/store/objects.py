@@ -131,10 +131,11 @@ class ObjectStore:
         root is first checked by :func:`check_output_path` (a file among its parents, a folder
         that cannot be written)."""
         check_output_path(self.url, kind, folder=True, example=".zarr")
-        if self.exists() and not self.is_dir():
+        exists = self.exists()  # one storage call (a remote root: one request)
+        if exists and not self.is_dir():
             raise SynthgenError(f"output path {self.url} is a file; pass a folder path for the {kind}, "
                                 f"such as {self.url}.zarr")
-        return self.exists() and bool(self.list_names(""))
+        return exists and bool(self.list_names(""))
 
     def remove_stale_temporaries(self, key: str) -> int:
         """Delete temporary files that interrupted atomic writes of ``key`` left beside it

@@ -125,7 +125,7 @@ def read_index(objects: ObjectStore, key: str, layout: ShardLayout) -> np.ndarra
     if len(raw_index) != layout.index_nbytes:
         raise ValueError(f"shard index is {len(raw_index)} bytes, expected {layout.index_nbytes}")
     body, checksum = raw_index[:-CHECKSUM_BYTES], raw_index[-CHECKSUM_BYTES:]
-    if crc32c.crc32c(body) != int.from_bytes(checksum, "little"):
+    if not _crc_matches(body, checksum):
         raise ValueError("shard index checksum mismatch")
     entries = np.frombuffer(body, dtype="<u8").reshape(layout.samples_per_shard, 2)
     return np.where(entries == EMPTY, -1, entries.astype(np.int64))
@@ -164,8 +164,13 @@ def _check_raw_sizes(layout: ShardLayout, sizes: np.ndarray, first: int) -> None
                                                 f"{layout.raw_chunk_nbytes}")
 
 
+def _crc_matches(data: memoryview | bytes, checksum: memoryview | bytes) -> bool:
+    """Whether ``checksum`` (4 bytes, little-endian: zarr's crc32c codec) is the crc32c of ``data``."""
+    return crc32c.crc32c(data) == int.from_bytes(checksum, "little")
+
+
 def _check_crc(payload: memoryview | bytes, trailer: memoryview | bytes, layout: ShardLayout, offset: int) -> None:
-    if layout.checksummed and crc32c.crc32c(payload) != int.from_bytes(trailer, "little"):
+    if layout.checksummed and not _crc_matches(payload, trailer):
         raise CorruptChunk(offset, "chunk checksum mismatch")
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import os
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -60,7 +61,7 @@ def fill_batch(dataset: Dataset, indices: Sequence[int], out: dict[str, np.ndarr
     """
     errors: dict[int, SynthgenError] = {}
     for field, batch in out.items():
-        scratch = aligned_empty(dataset.info.schema[field].shape, batch.dtype) if crops is not None else None
+        scratch = _scratch(dataset.info.schema[field].shape, batch.dtype) if crops is not None else None
         for row, index in enumerate(indices):
             if row in errors:
                 continue
@@ -87,6 +88,19 @@ def fill_batch(dataset: Dataset, indices: Sequence[int], out: dict[str, np.ndarr
             batch[row] = batch[source]
         actual[row] = actual[source]
     return actual, errors
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """This thread's page-aligned whole-volume buffer of ``shape`` and ``dtype`` for reads that
+    are cropped into their rows: allocated once per reader thread, not once per batch."""
+    arrays = _SCRATCH.__dict__.setdefault("arrays", {})
+    key = (tuple(shape), np.dtype(dtype).str)
+    if key not in arrays:
+        arrays[key] = aligned_empty(key[0], dtype)
+    return arrays[key]
 
 
 def warn_skipped(indices: Sequence[int], errors: dict[int, SynthgenError], shard_size: int,
