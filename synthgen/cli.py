@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from synthgen.config_values import parse_value
 from synthgen.errors import SynthgenError
+from synthgen.ingest import cli as ingest_cli
 
 if TYPE_CHECKING:
     from synthgen.store import Dataset
@@ -70,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="engine parameter override (repeatable), e.g. --set num_labels=8")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    ingest_cli.add_parser(commands)
+
     info = commands.add_parser("info", help="describe a dataset")
     info.add_argument("path")
     info.add_argument("--json", action="store_true", help="print the dataset attributes as JSON")
@@ -92,11 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     templates = commands.add_parser("templates", help="build, list and preview template banks")
     banks = templates.add_subparsers(dest="templates_command", required=True, parser_class=OneLineParser)
-    build = banks.add_parser("build", help="build a bank from TotalSegmentator masks or label maps")
-    source = build.add_mutually_exclusive_group(required=True)
-    source.add_argument("--totalsegmentator", metavar="DIR",
-                        help="TotalSegmentator layout: DIR/sNNNN/segmentations/<organ>.nii.gz")
-    source.add_argument("--label-maps", metavar="DIR", help="multi-label maps DIR/*.nii.gz, one template per label")
+    build = banks.add_parser("build", help="build a bank from TotalSegmentator masks, label maps, or both")
+    build.add_argument("--totalsegmentator", metavar="DIR",
+                       help="TotalSegmentator layout: DIR/sNNNN/segmentations/<organ>.nii.gz")
+    build.add_argument("--label-maps", metavar="DIR",
+                       help="multi-label maps DIR/*.nii.gz, one template per label (with --totalsegmentator: "
+                            "one combined bank)")
     build.add_argument("--out", required=True, help="bank path, e.g. bank.zarr")
     build.add_argument("--spacing", type=float, default=1.5,
                        help="common isotropic spacing in mm (default 1.5; 0 keeps native spacing)")
@@ -142,10 +146,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                       backend=args.backend, workers=args.workers, ray_address=args.ray_address,
                       overwrite=args.overwrite, progress=not args.quiet, gpus_per_task=args.gpus_per_task,
                       label_codec=args.label_codec)
-    rate = report.samples_written / report.seconds if report.seconds > 0 else 0.0
-    print(f"{report.path}: {report.written_shards} shard(s) written, {report.skipped_shards} already "
-          f"committed, {report.total_shards} total; {report.samples_written} samples in "
-          f"{report.seconds:.1f} s ({rate:.2f} samples/s), {report.bytes_written / 2**20:.1f} MiB")
+    print(report)
     return 0
 
 
@@ -277,13 +278,12 @@ def cmd_templates(args: argparse.Namespace) -> int:
 
     if args.templates_command == "build":
         spacing = args.spacing if args.spacing != 0 else None
-        if args.totalsegmentator:
-            report = templates.build_from_totalsegmentator(args.totalsegmentator, args.out, spacing=spacing,
-                                                           workers=args.workers, progress=not args.quiet)
-        else:
-            report = templates.build_from_label_maps(args.label_maps, args.out, spacing=spacing,
-                                                     workers=args.workers, progress=not args.quiet)
-        print(report)
+        sources = {kind: folder for kind, folder in (("totalsegmentator", args.totalsegmentator),
+                                                     ("label-maps", args.label_maps)) if folder}
+        if not sources:
+            raise SynthgenError("templates build needs a source: --totalsegmentator DIR, --label-maps DIR, or both")
+        print(templates.build_from_sources(args.out, sources, spacing=spacing, workers=args.workers,
+                                           progress=not args.quiet))
         return 0
     bank = templates.resolve_bank(args.bank)
     if args.templates_command == "list":
@@ -304,7 +304,8 @@ def cmd_stream_bench(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"generate": cmd_generate, "info": cmd_info, "verify": cmd_verify, "preview": cmd_preview,
-            "export": cmd_export, "templates": cmd_templates, "stream-bench": cmd_stream_bench}
+            "export": cmd_export, "templates": cmd_templates, "stream-bench": cmd_stream_bench,
+            "ingest": ingest_cli.cmd_ingest}
 
 
 def run_command(prefix: str, command: Callable[[], int],

@@ -1,6 +1,8 @@
 """Export one sample as NIfTI files (one per field) plus a ``sample.json`` describing them.
 
-Every file has the affine diag(spacing): array axes 0, 1, 2 (D, H, W) are the NIfTI i, j, k
+Every file has the affine diag(spacing), or the sample's own voxel -> RAS mm affine where the
+dataset stores one (an ``affine`` field, as ingested real volumes have; it is written into the
+headers and ``sample.json``, not as a file of its own): array axes 0, 1, 2 (D, H, W) are the NIfTI i, j, k
 axes, the voxel size in mm is in pixdim (``header.get_zooms()``), and qform and sform agree
 (code 1, scanner). Images are written as float32 (float16 values are exact in float32),
 labels in their stored integer dtype, and a displacement field (3, D, H, W) as a
@@ -52,22 +54,33 @@ def export_sample(dataset: Dataset, index: int, out_dir: str, overwrite: bool = 
     _make_dir(out_dir)
     earlier = _exported_files(out_dir)
     info = dataset.info
-    paths = [_write_field(out_dir, name, spec, sample[name], info.spacing)
-             for name, spec in info.schema.items()]
+    affine = _sample_affine(info, sample)
+    paths = [_write_field(out_dir, name, spec, sample[name], affine)
+             for name, spec in info.schema.items() if spec.kind != "affine"]
     for stale in earlier - {os.path.basename(path) for path in paths}:
         os.remove(os.path.join(out_dir, stale))
-    paths.append(_write_manifest(out_dir, dataset, index))
+    paths.append(_write_manifest(out_dir, dataset, index, affine))
     return paths
 
 
-def to_nifti(array: np.ndarray, spec: FieldSpec, spacing: tuple[float, ...]) -> nib.Nifti1Image:
-    """One stored field of one sample -> a NIfTI image with affine diag(spacing).
+def _sample_affine(info: DatasetInfo, sample: dict[str, np.ndarray]) -> np.ndarray:
+    """(4, 4) voxel -> mm affine of a sample: its ``affine`` field, else diag(spacing)."""
+    stored = [name for name, spec in info.schema.items() if spec.kind == "affine"]
+    if stored:
+        return np.asarray(sample[stored[0]], dtype=np.float64)
+    return np.diag([*map(float, info.spacing), 1.0])
+
+
+def to_nifti(array: np.ndarray, spec: FieldSpec, spacing: tuple[float, ...] | np.ndarray) -> nib.Nifti1Image:
+    """One stored field of one sample -> a NIfTI image with affine diag(spacing), or ``spacing``
+    itself when it is a (4, 4) affine.
 
     ``array``: the sample's field as stored, (D, H, W) for images and labels, (3, D, H, W) for a
     displacement field. Data: float32 (D, H, W) for images, the stored integer dtype for
     labels, float32 (D, H, W, 3) with intent "vector" for a displacement field.
     """
-    affine = np.diag([*map(float, spacing), 1.0])
+    spacing = np.asarray(spacing, dtype=np.float64)
+    affine = spacing if spacing.shape == (4, 4) else np.diag([*spacing, 1.0])
     image = nib.Nifti1Image(_nifti_data(array, spec), affine)
     header = image.header
     header.set_xyzt_units(xyz="mm")
@@ -106,18 +119,17 @@ def _exported_files(out_dir: str) -> set[str]:
             os.path.isfile(os.path.join(out_dir, name))}
 
 
-def _write_field(out_dir: str, name: str, spec: FieldSpec, array: np.ndarray,
-                 spacing: tuple[float, ...]) -> str:
+def _write_field(out_dir: str, name: str, spec: FieldSpec, array: np.ndarray, affine: np.ndarray) -> str:
     path = os.path.join(out_dir, f"{name}.nii.gz")
-    image = to_nifti(array, spec, spacing)
+    image = to_nifti(array, spec, affine)
     write_atomically(path, lambda partial: nib.save(image, partial),
                      os.path.join(out_dir, f".{name}.partial.nii.gz"))  # nibabel picks the format by name
     return path
 
 
-def _write_manifest(out_dir: str, dataset: Dataset, index: int) -> str:
+def _write_manifest(out_dir: str, dataset: Dataset, index: int, affine: np.ndarray) -> str:
     path = os.path.join(out_dir, MANIFEST)
-    text = json.dumps(manifest(dataset.path, dataset.info, index), indent=2) + "\n"
+    text = json.dumps({**manifest(dataset.path, dataset.info, index), "affine": affine.tolist()}, indent=2) + "\n"
     write_atomically(path, lambda partial: partial.write_text(text, encoding="utf-8"))
     return path
 
@@ -131,7 +143,7 @@ def manifest(dataset_path: str, info: DatasetInfo, index: int) -> dict[str, Any]
         "index": int(index),
         "shape": list(info.shape),
         "spacing_mm": list(info.spacing),
-        "fields": {name: _field_entry(name, spec) for name, spec in info.schema.items()},
+        "fields": {name: _field_entry(name, spec) for name, spec in info.schema.items() if spec.kind != "affine"},
     }
 
 

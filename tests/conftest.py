@@ -10,6 +10,7 @@ import torch
 
 from synthgen.engines import get_engine
 from synthgen.runner import generate
+from tests.ray_processes import short_ray_tmpdir, stop_ray_processes
 
 SMALL = {"size": 32}
 SMALL_N = 10
@@ -31,6 +32,15 @@ def make_small(out: Path, backend: str = "local", **kwargs) -> Path:
     generate(get_engine("random-shapes", **SMALL), str(out), SMALL_N, seed=3,
              shard_size=SMALL_SHARD, backend=backend, progress=False, **kwargs)
     return out
+
+
+@pytest.fixture()
+def ray_tmpdir():
+    """A private RAY_TMPDIR; every Ray process started under it is stopped afterwards by PID."""
+    path = short_ray_tmpdir()
+    yield path
+    stop_ray_processes(path)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

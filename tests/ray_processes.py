@@ -13,6 +13,24 @@ from pathlib import Path
 
 import psutil
 
+AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+def home_with_token(path: Path, token: str | None) -> Path:
+    """A HOME for Ray processes (never the machine's own ~/.ray/auth_token), with this token."""
+    (path / ".ray").mkdir(parents=True)
+    if token:
+        (path / ".ray" / "auth_token").write_text(token)
+    return path
+
+
+def fresh_shell_env(ray_tmpdir: Path, home: Path) -> dict[str, str]:
+    """This process's environment as a fresh shell would have it for a Ray command: no
+    RAY_AUTH_* settings, a HOME of its own (``home_with_token``), Ray's files under ``ray_tmpdir``."""
+    env = {key: value for key, value in os.environ.items() if key not in AUTH_ENV}
+    env.update(RAY_TMPDIR=str(ray_tmpdir), HOME=str(home))
+    return env
+
 
 def processes_with_ray_tmpdir(ray_tmpdir: Path) -> list[psutil.Process]:
     """Processes whose environment holds RAY_TMPDIR=ray_tmpdir. Reads /proc/PID/environ raw:

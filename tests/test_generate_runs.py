@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,21 +19,10 @@ from synthgen.engines import get_engine
 from synthgen.runner import generate
 from synthgen.store.layout import COMMITS_DIR
 from tests.conftest import make_small, shard_bytes
-from tests.ray_processes import short_ray_tmpdir, stop_ray_processes
+from tests.ray_processes import AUTH_ENV, fresh_shell_env, home_with_token, stop_ray_processes
 from tests.helpers import assert_one_line_error, free_port, run_main
 
 CLI = [sys.executable, "-m", "synthgen.cli"]
-
-
-AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
-
-
-def home_with_token(path: Path, token: str | None) -> Path:
-    """A HOME for Ray processes (never the machine's own ~/.ray/auth_token), with this token."""
-    (path / ".ray").mkdir(parents=True)
-    if token:
-        (path / ".ray" / "auth_token").write_text(token)
-    return path
 
 
 def commits(path: Path) -> int:
@@ -108,23 +96,13 @@ def test_killed_ray_worker_is_retried_and_data_is_identical(tmp_path: Path) -> N
     assert open_dataset(str(out)).verify().ok
 
 
-@pytest.fixture()
-def ray_tmpdir():
-    """A private RAY_TMPDIR; every Ray process started under it is stopped afterwards by PID."""
-    path = short_ray_tmpdir()
-    yield path
-    stop_ray_processes(path)
-    shutil.rmtree(path, ignore_errors=True)
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
 def test_interrupted_ray_run_resumes_identically(tmp_path: Path, ray_tmpdir: Path, sig: int) -> None:
     args = ["generate", "--engine", "random-shapes", "--size", "32", "--n", "40", "--seed", "5",
             "--shard-size", "1", "--workers", "2", "--quiet"]
     out = tmp_path / "ray_interrupted.zarr"
     # As in a fresh shell: no RAY_AUTH_MODE, no token yet (a HOME of its own).
-    env = {key: value for key, value in os.environ.items() if key not in AUTH_ENV}
-    env.update(RAY_TMPDIR=str(ray_tmpdir), HOME=str(home_with_token(tmp_path / "home", None)))
+    env = fresh_shell_env(ray_tmpdir, home_with_token(tmp_path / "home", None))
     proc = subprocess.Popen(CLI + args + ["--out", str(out)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 120
@@ -183,8 +161,7 @@ def test_token_cluster_joined_without_auth_mode(small_dataset_master: Path, tmp_
     without the token, or with another one, gets one line naming token authentication."""
     port = free_port()
     home = home_with_token(tmp_path / "home", secrets.token_hex(16))
-    env = {key: value for key, value in os.environ.items() if key not in AUTH_ENV}
-    env.update(HOME=str(home), RAY_TMPDIR=str(ray_tmpdir))
+    env = fresh_shell_env(ray_tmpdir, home)
     ray_cli = str(Path(sys.executable).with_name("ray"))
     started = subprocess.run(
         [ray_cli, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",

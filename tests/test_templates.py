@@ -18,8 +18,8 @@ from PIL import Image
 from scipy import ndimage
 
 from synthgen.errors import SynthgenError
-from synthgen.templates import (build_from_label_maps, build_from_totalsegmentator, default_bank, open_bank,
-                                render_bank_preview, summarize_bank)
+from synthgen.templates import (build_from_label_maps, build_from_sources, build_from_totalsegmentator, default_bank,
+                                open_bank, render_bank_preview, summarize_bank)
 from synthgen.templates import jobs
 from synthgen.templates.default import default_bank_path
 from synthgen.templates.layout import PARTS_DIR, SHARD_KEY, packed_size, part_key
@@ -268,6 +268,35 @@ def test_label_maps_give_one_template_per_label_per_map(tmp_path):
         expected = dict(zip((str(v) for v in values), counts))
         assert {str(n): int(v) for n, v in zip(bank.entries.name[mine], bank.entries.voxels[mine])} == expected
     assert report.templates_total == len(bank) > 100
+
+
+def test_a_combined_bank_holds_exactly_the_templates_of_its_sources(tiny_source, tmp_path):
+    labels = np.zeros((9, 9, 9), dtype=np.int16)
+    labels[1:4, 2:7, 2:5] = 2
+    labels[5:8, 1:3, 4:9] = 41
+    write_nifti(tmp_path / "maps" / "brain.nii.gz", labels, (2.0, 2.0, 2.0))
+    sources = {"totalsegmentator": tiny_source, "label-maps": tmp_path / "maps"}
+    report = build_from_sources(tmp_path / "both", sources, spacing=1.5, workers=1, progress=False)
+    build_from_totalsegmentator(tiny_source, tmp_path / "ts", spacing=1.5, workers=1, progress=False)
+    build_from_label_maps(tmp_path / "maps", tmp_path / "lm", spacing=1.5, workers=1, progress=False)
+    both, ts, lm = (open_bank(str(tmp_path / name)) for name in ("both", "ts", "lm"))
+    assert both.source == "totalsegmentator+label-maps" and both.subjects == ("a", "brain")
+    assert report.templates_total == len(both) == len(ts) + len(lm) == 3
+    singles = {(str(e.subject[i]), str(e.name[i])): bank.mask(i) for bank in (ts, lm)
+               for e in [bank.entries] for i in range(len(bank))}
+    combined = {(str(both.entries.subject[i]), str(both.entries.name[i])): both.mask(i) for i in range(len(both))}
+    assert combined.keys() == singles.keys() == {("a", "liver"), ("brain", "2"), ("brain", "41")}
+    assert all(np.array_equal(combined[k], singles[k]) for k in combined)
+    again = build_from_sources(tmp_path / "both", sources, spacing=1.5, workers=1, progress=False)
+    assert again.subjects_skipped == 2 and again.fingerprint == report.fingerprint
+    with pytest.raises(SynthgenError) as excinfo:  # one source into a combined bank: refused, untouched
+        build_from_label_maps(tmp_path / "maps", tmp_path / "both", spacing=1.5, workers=1, progress=False)
+    assert_one_line_error(excinfo, "totalsegmentator+label-maps bank built with other options")
+    write_nifti(tmp_path / "maps" / "a.nii.gz", labels)
+    with pytest.raises(SynthgenError) as excinfo:
+        build_from_sources(tmp_path / "clash", sources, workers=1, progress=False)
+    assert_one_line_error(excinfo, "subject 'a' is in both the totalsegmentator source and the label-maps source")
+    assert not (tmp_path / "clash").exists()
 
 
 # ---------------------------------------------------------------- default bank

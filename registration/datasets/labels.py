@@ -42,11 +42,13 @@ def _centroid(mask: np.ndarray) -> np.ndarray | None:
     return coords.mean(axis=0) if len(coords) else None
 
 
-def _label_file(path: Path, what: str, pair: str, shape: tuple[int, ...],
+def _label_file(path: Path, what: str, where: str, shape: tuple[int, ...] | None,
                 landmark_labels: tuple[int, ...]) -> _Labels:
-    volume = _read(path, what, pair)
-    data = _squeezed(volume, what, path, pair, ndims=(3, 4))
-    _check_shape(data, shape, what, path, pair)
+    volume = _read(path, what, where)
+    data = _squeezed(volume, what, path, where, ndims=(3, 4))
+    if shape is None:
+        shape = data.shape[:3]
+    _check_shape(data, shape, what, path, where)
     if data.ndim == 4:
         channels = data.shape[3]
         regions = {label: data[..., label - 1] > 0.5 if 1 <= label <= channels else None
@@ -55,30 +57,45 @@ def _label_file(path: Path, what: str, pair: str, shape: tuple[int, ...],
         for c in range(channels):
             if c + 1 not in landmark_labels:
                 painted[data[..., c] > 0.5] = c + 1
-        return _with_landmarks(painted, regions, what, path, pair)
+        return _with_landmarks(painted, regions, what, path, where)
     if data.dtype.kind not in "biuf":
-        raise _error(pair, what, path, f"has dtype {data.dtype}; give an integer label map")
+        raise _error(where, what, path, f"has dtype {data.dtype}; give an integer label map")
     if data.dtype.kind == "f" and not np.array_equal(data, np.round(data)):
-        raise _error(pair, what, path, "holds non-integer values; give an integer label map or a 4-D "
+        raise _error(where, what, path, "holds non-integer values; give an integer label map or a 4-D "
                                        "file with one channel per label")
-    return _map_with_landmarks(data.astype(np.int64), landmark_labels, what, path, pair)
+    return _map_with_landmarks(data.astype(np.int64), landmark_labels, what, path, where)
+
+
+def read_label_map(path: str | Path, where: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """One label file as the harness reads it (module docstring: a 3-D integer map, or a 4-D
+    one-hot file painted as labels 1..C), on its image's grid.
+
+    Args:
+        path: the label file.
+        where: whose file it is, for error messages (e.g. "volume s0001").
+        shape: its image's (D, H, W); a label file of another shape is refused. None: any.
+
+    Returns:
+        (D, H, W) int64 label map.
+    """
+    return _label_file(Path(path), "labels", where, shape, ()).volume
 
 
 def _map_with_landmarks(labels: np.ndarray, landmark_labels: tuple[int, ...], what: str, path: Path,
-                        pair: str) -> _Labels:
+                        where: str) -> _Labels:
     regions = {label: labels == label for label in landmark_labels}
     if landmark_labels:
         labels = np.where(np.isin(labels, landmark_labels), 0, labels)
-    return _with_landmarks(labels, regions, what, path, pair)
+    return _with_landmarks(labels, regions, what, path, where)
 
 
 def _with_landmarks(labels: np.ndarray, regions: dict[int, np.ndarray | None], what: str, path: Path,
-                    pair: str) -> _Labels:
+                    where: str) -> _Labels:
     centroids = []
     for label, region in regions.items():
         centre = None if region is None else _centroid(region)
         if centre is None:
-            raise _error(pair, what, path, f"has no label {label} (landmark_labels); remove it from "
+            raise _error(where, what, path, f"has no label {label} (landmark_labels); remove it from "
                                            f"this pair's landmark_labels")
         centroids.append(centre)
     return _Labels(labels, np.asarray(centroids, dtype=np.float64).reshape(-1, 3))
@@ -97,9 +114,9 @@ def _organ_labels(spec: PairSpec, shapes: tuple[tuple[int, ...], tuple[int, ...]
     for organ in sorted(set(files[0]) & set(files[1])):
         masks = []
         for side, shape in zip(files, shapes):
-            data = _squeezed(_read(side[organ], "label mask", spec.name), "label mask", side[organ],
-                             spec.name)
-            _check_shape(data, shape, "label mask", side[organ], spec.name)
+            data = _squeezed(_read(side[organ], "label mask", spec.where), "label mask", side[organ],
+                             spec.where)
+            _check_shape(data, shape, "label mask", side[organ], spec.where)
             masks.append(data != 0)
         if masks[0].any() and masks[1].any():
             names[len(names) + 1] = organ
@@ -108,7 +125,7 @@ def _organ_labels(spec: PairSpec, shapes: tuple[tuple[int, ...], tuple[int, ...]
     if not names:
         raise SynthgenError(f"pair {spec.name}: label folders {folders[0]} and {folders[1]} share no "
                             f"organ that is non-empty in both; check the folders")
-    fixed, moving = (_map_with_landmarks(volume, spec.landmark_labels, "labels", folder, spec.name)
+    fixed, moving = (_map_with_landmarks(volume, spec.landmark_labels, "labels", folder, spec.where)
                      for volume, folder in zip(painted, folders))
     return fixed, moving, names
 
@@ -135,8 +152,8 @@ def _labels(spec: PairSpec, shapes: tuple[tuple[int, ...], tuple[int, ...]]
     if any(folders):
         raise SynthgenError(f"pair {spec.name}: one of {paths[0]} and {paths[1]} is a folder of masks "
                             f"and the other is not; give two label files or two mask folders")
-    fixed = _label_file(paths[0], "fixed labels", spec.name, shapes[0], spec.landmark_labels)
-    moving = _label_file(paths[1], "moving labels", spec.name, shapes[1], spec.landmark_labels)
+    fixed = _label_file(paths[0], "fixed labels", spec.where, shapes[0], spec.landmark_labels)
+    moving = _label_file(paths[1], "moving labels", spec.where, shapes[1], spec.landmark_labels)
     names = dict(spec.label_names) if spec.label_names else None
     return fixed, moving, names
 
@@ -162,8 +179,8 @@ def _landmarks(spec: PairSpec, labels: tuple[_Labels, _Labels, dict[int, str] | 
     paths = _both(spec, "landmarks")
     sides = [[], []]
     if paths is not None:
-        sides = [[_points(paths[0], "fixed landmarks", spec.name)],
-                 [_points(paths[1], "moving landmarks", spec.name)]]
+        sides = [[_points(paths[0], "fixed landmarks", spec.where)],
+                 [_points(paths[1], "moving landmarks", spec.where)]]
     if labels is not None and spec.landmark_labels:
         sides[0].append(labels[0].landmarks)
         sides[1].append(labels[1].landmarks)

@@ -68,16 +68,16 @@ def load_pair(spec: PairSpec) -> RegistrationPair:
         non-3-D image, NaN/inf intensities, labels or masks off their image's grid, requested
         labels that do not exist, different shapes without spacing information.
     """
-    fixed, fixed_vol = _image(spec.fixed, "fixed image", spec.name)
-    moving, moving_vol = _image(spec.moving, "moving image", spec.name)
+    fixed, fixed_vol = _image(spec.fixed, "fixed image", spec.where)
+    moving, moving_vol = _image(spec.moving, "moving image", spec.where)
     shapes = (fixed.shape, moving.shape)
     fixed_grid = _grid(fixed_vol, fixed.shape, spec.fixed_spacing)
     moving_grid = _grid(moving_vol, moving.shape, spec.moving_spacing)
     matrix = _fixed_to_moving(fixed_grid, moving_grid, spec,
                               fixed_vol.affine is not None and moving_vol.affine is not None)
     labels = _labels(spec, shapes)
-    masks = (_mask(spec.fixed_mask, "fixed mask", spec.name, shapes[0]),
-             _mask(spec.moving_mask, "moving mask", spec.name, shapes[1]))
+    masks = (_mask(spec.fixed_mask, "fixed mask", spec.where, shapes[0]),
+             _mask(spec.moving_mask, "moving mask", spec.where, shapes[1]))
     landmarks = _landmarks(spec, labels)
 
     displacement = None if matrix is None else affine_displacement(matrix, fixed.shape)

@@ -71,6 +71,11 @@ class PairSpec:
     moving_spacing: Spacing | None = None
     moving_shift: Spacing | None = None
 
+    @property
+    def where(self) -> str:
+        """How error messages name the pair: "pair NAME"."""
+        return f"pair {self.name}"
+
 
 def read_pairs(path: str | os.PathLike, *, split: str = "val") -> list[PairSpec]:
     """The pairs of a pairs CSV or of a Learn2Reg ``dataset.json`` (chosen by the suffix).

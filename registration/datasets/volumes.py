@@ -1,7 +1,9 @@
 """Reading one file of a pair: image, label and mask volumes, and landmark point files.
 
-Volumes are NIfTI (``.nii``, ``.nii.gz``, with their affine and voxel size), ``.npy`` or ``.npz``
-(one array, no geometry). Landmark files are CSV (Learn2Reg ``keypointsTr``: N rows "i,j,k" in
+Volumes are NIfTI (``.nii``, ``.nii.gz``, read with nibabel, with their affine and voxel size),
+NRRD (``.nrrd``, ``.nhdr``) or MetaImage (``.mha``, ``.mhd``) (read with SimpleITK, their LPS
+geometry turned into the NIfTI convention: array axes i, j, k and a voxel -> RAS mm affine, as
+nibabel gives for NIfTI), ``.npy`` or ``.npz`` (one array, no geometry). Landmark files are CSV (Learn2Reg ``keypointsTr``: N rows "i,j,k" in
 voxel coordinates of their image, an optional header line) or ``.npy`` (N, 3). Every failure is a
 one-line :class:`SynthgenError` naming the pair and the file.
 """
@@ -18,6 +20,9 @@ from registration.datasets.pair_files import Spacing
 from synthgen.errors import SynthgenError, first_line
 
 NIFTI = (".nii", ".nii.gz")
+ITK_FORMATS = (".nrrd", ".nhdr", ".mha", ".mhd")
+VOLUME_SUFFIXES = NIFTI + ITK_FORMATS + (".npy", ".npz")
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 @dataclasses.dataclass
@@ -29,18 +34,22 @@ class _Volume:
     zooms: Spacing | None
 
 
-def _error(pair: str, what: str, path: Path, text: str) -> SynthgenError:
-    return SynthgenError(f"pair {pair}: {what} {path} {text}")
+def _error(where: str, what: str, path: Path, text: str) -> SynthgenError:
+    """``where``: whose file it is, e.g. "pair p1" or "volume v3"."""
+    return SynthgenError(f"{where}: {what} {path} {text}")
 
 
-def _read(path: Path, what: str, pair: str) -> _Volume:
+def _read(path: Path, what: str, where: str) -> _Volume:
     if not path.exists():
-        raise _error(pair, what, path, "does not exist; fix the path in the pair file (relative paths "
+        raise _error(where, what, path, "does not exist; fix the path in the pair file (relative paths "
                                        "start at the pair file's folder)")
     name = path.name.lower()
-    if not name.endswith(NIFTI + (".npy", ".npz")):
-        raise _error(pair, what, path, "is not a NIfTI (.nii, .nii.gz), .npy or .npz file; convert it")
+    if not name.endswith(VOLUME_SUFFIXES):
+        raise _error(where, what, path, "is not a NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage "
+                                        "(.mha, .mhd), .npy or .npz file; convert it")
     try:
+        if name.endswith(ITK_FORMATS):
+            return _read_itk(path)
         if name.endswith(NIFTI):
             image = nib.load(path)
             zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
@@ -53,42 +62,105 @@ def _read(path: Path, what: str, pair: str) -> _Volume:
                 raise ValueError(f"it holds {len(archive.files)} arrays ({', '.join(archive.files)})")
             return _Volume(archive["arr_0" if "arr_0" in archive.files else archive.files[0]], None, None)
     except Exception as err:  # nibabel/numpy/zlib/zipfile raise many unrelated types
-        raise _error(pair, what, path, f"cannot be read ({first_line(err)}); re-export it as one 3-D "
+        raise _error(where, what, path, f"cannot be read ({first_line(err)}); re-export it as one 3-D "
                                        f"volume per file") from err
 
 
-def _squeezed(volume: _Volume, what: str, path: Path, pair: str, ndims: tuple[int, ...] = (3,)
+def _read_itk(path: Path) -> _Volume:
+    """A NRRD or MetaImage file through SimpleITK, in nibabel's convention (module docstring)."""
+    import SimpleITK as sitk
+
+    image = sitk.ReadImage(str(path))
+    array = sitk.GetArrayViewFromImage(image)  # (..., k, j, i) for scalars, (k, j, i, c) for vectors
+    vector = image.GetNumberOfComponentsPerPixel() > 1
+    spatial = image.GetDimension()
+    order = tuple(reversed(range(spatial))) + ((spatial,) if vector else ())
+    data = np.ascontiguousarray(array.transpose(order))
+    if spatial < 3:
+        raise ValueError(f"it is a {spatial}-D image")
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(spatial, spatial)[:3, :3]
+    zooms = tuple(float(z) for z in image.GetSpacing()[:3])
+    lps = np.eye(4)
+    lps[:3, :3] = direction * np.asarray(zooms)
+    lps[:3, 3] = image.GetOrigin()[:3]
+    return _Volume(data, LPS_TO_RAS @ lps, zooms)  # type: ignore[arg-type]
+
+
+def _squeezed(volume: _Volume, what: str, path: Path, where: str, ndims: tuple[int, ...] = (3,)
               ) -> np.ndarray:
     data = volume.data
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim not in ndims:
-        raise _error(pair, what, path, f"has shape {data.shape}; expected a 3-D volume")
+        raise _error(where, what, path, f"has shape {data.shape}; expected a 3-D volume")
     return data
 
 
-def _image(path: Path, what: str, pair: str) -> tuple[np.ndarray, _Volume]:
-    volume = _read(path, what, pair)
-    data = _squeezed(volume, what, path, pair)
+def _image(path: Path, what: str, where: str) -> tuple[np.ndarray, _Volume]:
+    volume = _read(path, what, where)
+    data = _squeezed(volume, what, path, where)
     if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
-        raise _error(pair, what, path, f"has dtype {data.dtype}; give a real-valued image")
+        raise _error(where, what, path, f"has dtype {data.dtype}; give a real-valued image")
     data = data.astype(np.float32)
     if not np.isfinite(data).all():
-        raise _error(pair, what, path, "contains NaN or infinite values; replace them (e.g. by the "
+        raise _error(where, what, path, "contains NaN or infinite values; replace them (e.g. by the "
                                        "image minimum) before registering")
     return data, volume
 
 
-def _check_shape(data: np.ndarray, shape: tuple[int, ...], what: str, path: Path, pair: str) -> None:
+def read_image(path: str | Path, where: str) -> tuple[np.ndarray, np.ndarray | None, Spacing | None]:
+    """One image volume as the harness reads it.
+
+    Args:
+        path: a NIfTI, NRRD, MetaImage, .npy or .npz file.
+        where: whose file it is, for error messages (e.g. "volume s0001").
+
+    Returns:
+        ``(data, affine, zooms)``: data float32 (D, H, W) in the file's array axes; the (4, 4)
+        voxel -> RAS mm affine and the voxel size in mm, both None for .npy/.npz.
+
+    Raises:
+        SynthgenError: one line naming ``where`` and the file (missing, unreadable, not 3-D,
+        not real-valued, NaN or infinite values).
+    """
+    data, volume = _image(Path(path), "image", where)
+    return data, volume.affine, volume.zooms
+
+
+def header_shape(path: str | Path, where: str) -> tuple[int, ...] | None:
+    """The (D, H, W) of a NIfTI, NRRD or MetaImage image from its header alone (no voxels are
+    read); None for other files. Raises SynthgenError (one line naming ``where`` and the file)
+    for a missing or unreadable header."""
+    path = Path(path)
+    name = path.name.lower()
+    if not name.endswith(NIFTI + ITK_FORMATS):
+        return None
+    if not path.exists():
+        raise _error(where, "image", path, "does not exist; fix its path")
+    try:
+        if name.endswith(NIFTI):
+            return tuple(int(n) for n in nib.load(path).shape[:3])
+        import SimpleITK as sitk
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        return tuple(int(n) for n in reader.GetSize()[:3])
+    except Exception as err:  # nibabel and ITK raise many unrelated types
+        raise _error(where, "image", path, f"cannot be read ({first_line(err)}); re-export it as one 3-D "
+                                           f"volume per file") from err
+
+
+def _check_shape(data: np.ndarray, shape: tuple[int, ...], what: str, path: Path, where: str) -> None:
     if tuple(data.shape[:3]) != tuple(shape):
-        raise _error(pair, what, path, f"has shape {tuple(data.shape[:3])} but its image has "
+        raise _error(where, what, path, f"has shape {tuple(data.shape[:3])} but its image has "
                                        f"{tuple(shape)}; labels, masks and images of one side must "
                                        f"share one grid")
 
 
-def _points(path: Path, what: str, pair: str) -> np.ndarray:
+def _points(path: Path, what: str, where: str) -> np.ndarray:
     if not path.exists():
-        raise _error(pair, what, path, "does not exist; fix the path in the pair file")
+        raise _error(where, what, path, "does not exist; fix the path in the pair file")
     try:
         if path.suffix.lower() == ".npy":
             points = np.load(path)
@@ -99,11 +171,11 @@ def _points(path: Path, what: str, pair: str) -> np.ndarray:
                 rows = rows[1:]
             points = np.array(rows, dtype=np.float64)
     except (OSError, ValueError, UnicodeDecodeError) as err:
-        raise _error(pair, what, path, f"cannot be read ({err}); give N lines 'i,j,k' of voxel "
+        raise _error(where, what, path, f"cannot be read ({err}); give N lines 'i,j,k' of voxel "
                                        f"coordinates") from err
     points = np.asarray(points, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 3:
-        raise _error(pair, what, path, f"holds an array of shape {points.shape}; landmarks are N "
+        raise _error(where, what, path, f"holds an array of shape {points.shape}; landmarks are N "
                                        f"rows of 3 voxel coordinates")
     return points
 
@@ -116,9 +188,9 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _mask(path: Path | None, what: str, pair: str, shape: tuple[int, ...]) -> np.ndarray | None:
+def _mask(path: Path | None, what: str, where: str, shape: tuple[int, ...]) -> np.ndarray | None:
     if path is None:
         return None
-    data = _squeezed(_read(path, what, pair), what, path, pair)
-    _check_shape(data, shape, what, path, pair)
+    data = _squeezed(_read(path, what, where), what, path, where)
+    _check_shape(data, shape, what, path, where)
     return data != 0

@@ -9,10 +9,11 @@ from synthgen.errors import SynthgenError
 
 
 def _registry() -> dict[str, type[Engine]]:
+    from synthgen.engines.ingest import Ingest
     from synthgen.engines.label_ensemble import LabelEnsemble
     from synthgen.engines.random_shapes import RandomShapes
 
-    return {cls.name: cls for cls in (LabelEnsemble, RandomShapes)}
+    return {cls.name: cls for cls in (LabelEnsemble, RandomShapes, Ingest)}
 
 
 def engine_names() -> list[str]:

@@ -11,7 +11,7 @@ import torch
 from synthgen.config_values import field_names, unknown_keys
 from synthgen.errors import SynthgenError
 
-FIELD_KINDS = ("image", "labels", "displacement")
+FIELD_KINDS = ("image", "labels", "displacement", "affine")
 
 
 @dataclasses.dataclass(frozen=True)

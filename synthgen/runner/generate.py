@@ -28,6 +28,12 @@ class GenerateReport:
     bytes_written: int
     seconds: float
 
+    def __str__(self) -> str:
+        rate = self.samples_written / self.seconds if self.seconds > 0 else 0.0
+        return (f"{self.path}: {self.written_shards} shard(s) written, {self.skipped_shards} already committed, "
+                f"{self.total_shards} total; {self.samples_written} samples in {self.seconds:.1f} s "
+                f"({rate:.2f} samples/s), {self.bytes_written / 2**20:.1f} MiB")
+
 
 def generate(engine: Engine, out: str, num_samples: int, seed: int = 0, shard_size: int | None = None,
              backend: str = "ray", workers: int | None = None, ray_address: str | None = None,

@@ -88,10 +88,29 @@ class DatasetInfo:
         for key in sorted(set(mine["config"]) | set(theirs["config"])):
             a, b = mine["config"].get(key, "<unset>"), theirs["config"].get(key, "<unset>")
             if a != b:
-                diffs.append(f"config.{key}: {a} (existing) vs {b} (requested)")
+                diffs.append(f"config.{key}: {_value_difference(a, b)}")
         if not diffs and mine["schema"] != theirs["schema"]:
             diffs.append("schema differs")
         return diffs
+
+
+def _value_difference(a: Any, b: Any) -> str:
+    """How two config values differ, short: a list by its length or first differing entry, a
+    dict by its differing keys (e.g. the SHA-256 of one ingested source file)."""
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return f"{len(a)} entries (existing) vs {len(b)} (requested)"
+        k = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+        return f"entry {k}: {_value_difference(a[k], b[k])}"
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        return "; ".join(f"{k} {_short(a.get(k))} (existing) vs {_short(b.get(k))} (requested)" for k in keys)
+    return f"{_short(a)} (existing) vs {_short(b)} (requested)"
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
 def default_shard_size(sample_nbytes: int, target_bytes: int = 256 * 2**20) -> int:

@@ -1,4 +1,4 @@
-"""The shape-template bank: build one from a TotalSegmentator download or label maps, use the
+"""The shape-template bank: build one from a TotalSegmentator download, label maps or both, use the
 procedural default bank, read templates fast, summarise and preview a bank.
 
 Public API (imported lazily, so build worker processes do not import torch):
@@ -6,6 +6,7 @@ Public API (imported lazily, so build worker processes do not import torch):
     open_bank(path, fingerprint=None) -> TemplateBank
     build_from_totalsegmentator(src_dir, out, spacing=1.5, workers=None, progress=True) -> BuildReport
     build_from_label_maps(src_dir, out, spacing=None, workers=None, progress=True) -> BuildReport
+    build_from_sources(out, {"totalsegmentator": dir, "label-maps": dir}, spacing=1.5, ...) -> BuildReport
     default_bank() -> TemplateBank
     resolve_bank(name, fingerprint=None) -> TemplateBank     # "default" or a path
     summarize_bank(bank) -> str
@@ -20,6 +21,7 @@ from typing import Any
 _EXPORTS = {
     "TemplateBank": "bank", "TemplateEntry": "bank", "TemplateIndex": "bank", "open_bank": "bank",
     "BuildReport": "build", "build_from_totalsegmentator": "build", "build_from_label_maps": "build",
+    "build_from_sources": "build",
     "default_bank": "default", "resolve_bank": "default", "DEFAULT_BANK_NAME": "default",
     "summarize_bank": "summary", "render_bank_preview": "summary",
 }

@@ -87,7 +87,8 @@ class TemplateBank:
 
     Attributes:
         path: the bank's path or URL.
-        source: "totalsegmentator", "label-maps" or "procedural".
+        source: "totalsegmentator", "label-maps", "totalsegmentator+label-maps" (combined) or
+            "procedural".
         fingerprint: SHA-256 hex of index and data; record it to detect a changed bank.
         spacing: (3,) voxel size in mm shared by all templates, or None if subjects kept
             different native spacings (then see ``entries.spacing``).

@@ -1,4 +1,4 @@
-"""Building a template bank from a TotalSegmentator download or a folder of label maps.
+"""Building a template bank from a TotalSegmentator download, a folder of label maps, or both.
 
 Streaming and parallel: one job per subject (``synthgen.templates.jobs``) in a pool of spawned
 worker processes, each holding one subject in memory; a job writes its own part and returns its
@@ -38,6 +38,7 @@ from synthgen.templates.manifest import Manifest, create_bank, read_manifest, wr
 from synthgen.templates.parts import PartRecord
 
 COMMIT_INTERVAL_S = 2.0
+SOURCE_KINDS = {"totalsegmentator": totalsegmentator.find_subjects, "label-maps": labelmaps.find_maps}
 AXES = "array axes of the source files as nibabel reads them (i, j, k), not reoriented"
 RESAMPLING = "crop to bounding box, linear interpolation to the spacing, threshold 0.5, crop again"
 
@@ -84,12 +85,7 @@ def build_from_totalsegmentator(src_dir: str, out: str, spacing: float | None = 
     Raises:
         SynthgenError: bad arguments or source files, with nothing half-written (see module doc).
     """
-    check_spacing(spacing)
-    subjects = totalsegmentator.find_subjects(str(src_dir))
-    options = {"spacing": spacing, "resampling": RESAMPLING if spacing else "none (native grid)",
-               "merge": {f"{prefix}*": name for prefix, name in totalsegmentator.MERGED},
-               "drop_empty": True, "axes": AXES}
-    return build_bank("totalsegmentator", subjects, str(out), spacing, options, workers, progress)
+    return build_from_sources(out, {"totalsegmentator": src_dir}, spacing, workers, progress)
 
 
 def build_from_label_maps(src_dir: str, out: str, spacing: float | None = None,
@@ -98,11 +94,48 @@ def build_from_label_maps(src_dir: str, out: str, spacing: float | None = None,
     one template per non-zero label per map, named by the label value, subject = file stem.
     Arguments, cropping and resampling as ``build_from_totalsegmentator`` (default: native grid).
     """
+    return build_from_sources(out, {"label-maps": src_dir}, spacing, workers, progress)
+
+
+def build_from_sources(out: str, sources: dict[str, str], spacing: float | None = 1.5,
+                       workers: int | None = None, progress: bool = True) -> BuildReport:
+    """Build (or extend) one bank ``out`` from one or more sources, e.g. a TotalSegmentator
+    download and a folder of label maps together (a combined bank of source
+    "totalsegmentator+label-maps", its templates those of both, subjects in one sorted order).
+
+    Args:
+        out, spacing, workers, progress: see ``build_from_totalsegmentator``.
+        sources: source kind ("totalsegmentator", "label-maps") -> its folder.
+
+    Raises:
+        SynthgenError: an unknown or missing source, a subject id found in two sources, or the
+            errors of ``build_from_totalsegmentator``.
+    """
     check_spacing(spacing)
-    maps = labelmaps.find_maps(str(src_dir))
-    options = {"spacing": spacing, "resampling": RESAMPLING if spacing else "none (native grid)",
-               "templates": "one per non-zero label, named by its value", "axes": AXES}
-    return build_bank("label-maps", maps, str(out), spacing, options, workers, progress)
+    unknown = sorted(set(sources) - set(SOURCE_KINDS))
+    if unknown or not sources:
+        raise SynthgenError(f"template sources must be some of {', '.join(SOURCE_KINDS)}, got "
+                            f"{', '.join(unknown) or 'none'}")
+    kinds = [kind for kind in SOURCE_KINDS if kind in sources]
+    subjects: dict[str, tuple[str, list[str]]] = {}
+    for kind in kinds:
+        for subject, files in SOURCE_KINDS[kind](str(sources[kind])).items():
+            if subject in subjects:
+                raise SynthgenError(f"subject {subject!r} is in both the {subjects[subject][0]} source and the "
+                                    f"{kind} source; rename one of them, or build two banks")
+            subjects[subject] = (kind, files)
+    options = {kind: source_options(kind, spacing) for kind in kinds}
+    return build_bank("+".join(kinds), subjects, str(out), spacing,
+                      options[kinds[0]] if len(kinds) == 1 else options, workers, progress)
+
+
+def source_options(kind: str, spacing: float | None) -> dict[str, Any]:
+    """The build options of source ``kind`` that decide its templates' content."""
+    common = {"spacing": spacing, "resampling": RESAMPLING if spacing else "none (native grid)"}
+    if kind == "totalsegmentator":
+        return {**common, "merge": {f"{prefix}*": name for prefix, name in totalsegmentator.MERGED},
+                "drop_empty": True, "axes": AXES}
+    return {**common, "templates": "one per non-zero label, named by its value", "axes": AXES}
 
 
 def check_spacing(spacing: float | None) -> None:
@@ -112,13 +145,13 @@ def check_spacing(spacing: float | None) -> None:
                             f"the native grid")
 
 
-def build_bank(source: str, subjects: dict[str, list[str]], out: str, spacing: float | None,
+def build_bank(source: str, subjects: dict[str, tuple[str, list[str]]], out: str, spacing: float | None,
                options: dict[str, Any], workers: int | None, progress: bool) -> BuildReport:
     """Make the parts of the subjects not yet in bank ``out`` and commit them (module doc).
 
     Args:
-        source: the source kind, a key of ``jobs.EXTRACTORS``.
-        subjects: subject id -> its source files.
+        source: the bank's source, source kinds joined by "+".
+        subjects: subject id -> (its source kind, a key of ``jobs.EXTRACTORS``; its source files).
         out, spacing, options, workers, progress: see ``build_from_totalsegmentator``.
     """
     if workers is not None and workers < 1:
@@ -127,7 +160,7 @@ def build_bank(source: str, subjects: dict[str, list[str]], out: str, spacing: f
     objects, manifest, created = prepare_bank(out, source, spacing, options)
     remove_leftover_parts(objects, manifest)
     done = {r.subject for r in manifest.records}
-    jobs = [PartJob(source, out, s, tuple(files), spacing) for s, files in subjects.items() if s not in done]
+    jobs = [PartJob(kind, out, s, tuple(files), spacing) for s, (kind, files) in subjects.items() if s not in done]
     added: list[PartRecord] = []
     pending: list[PartRecord] = []
     last_commit = time.monotonic()

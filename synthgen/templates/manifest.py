@@ -20,7 +20,8 @@ class Manifest:
     """Everything readers trust about a bank.
 
     Attributes:
-        source: "totalsegmentator", "label-maps" or "procedural".
+        source: "totalsegmentator", "label-maps", "totalsegmentator+label-maps" (combined) or
+            "procedural".
         spacing: the common isotropic voxel size in mm the templates were resampled to, or
             None where each subject keeps its native spacing (per record).
         options: the build options (everything that decides the templates' content).

@@ -1,0 +1,53 @@
+"""The ``synthgen ingest`` subcommand: its options and what it prints."""
+
+from __future__ import annotations
+
+import argparse
+
+from synthgen.errors import SynthgenError
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    """Add ``ingest`` to the ``synthgen`` subcommands."""
+    ingest = commands.add_parser("ingest", help="turn real volumes (NIfTI, NRRD, MetaImage) into a dataset")
+    ingest.add_argument("--images", required=True, metavar="DIR|GLOB|CSV",
+                        help="a folder of volumes, a quoted glob ('data/*.nii.gz'), or a CSV with columns "
+                             "image[,labels][,name]")
+    ingest.add_argument("--labels", default=None, metavar="DIR|GLOB",
+                        help="label files matched to the images by file stem (3-D maps or 4-D one-hot)")
+    ingest.add_argument("--out", required=True, help="dataset path, e.g. real.zarr")
+    ingest.add_argument("--size", default="128", metavar="N|D,H,W",
+                        help="output shape, cropped or zero-padded about the volume centre (default 128)")
+    ingest.add_argument("--spacing", type=float, default=1.5, help="output voxel size in mm (default 1.5)")
+    ingest.add_argument("--intensity", default="percentile:1,99",
+                        help="percentile:LO,HI per volume to [0, 1] (default percentile:1,99), ct:LO,HI "
+                             "(a window, e.g. ct:-450,450), or none")
+    ingest.add_argument("--reorient", default="RAS", metavar="CODES",
+                        help="output axis orientation (default RAS; none keeps the source's axes)")
+    ingest.add_argument("--backend", choices=("ray", "local"), default="ray",
+                        help="ray (default: a local Ray runtime) or local (in-process)")
+    ingest.add_argument("--workers", type=int, default=None, help="parallel shard tasks (default: all CPUs)")
+    ingest.add_argument("--shard-size", type=int, default=None, help="volumes per shard (default: ~256 MiB)")
+    ingest.add_argument("--overwrite", action="store_true", help="replace an existing synthgen dataset at --out")
+    ingest.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def parse_size(text: str) -> int | tuple[int, int, int]:
+    """``"128"`` -> 128, ``"160,192,144"`` -> (160, 192, 144); else SynthgenError."""
+    try:
+        sides = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        sides = ()
+    if len(sides) not in (1, 3):
+        raise SynthgenError(f"--size must be one side or D,H,W in voxels (e.g. 128 or 160,192,144), got {text!r}")
+    return sides[0] if len(sides) == 1 else sides  # type: ignore[return-value]
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from synthgen.ingest.run import ingest
+
+    print(ingest(args.images, args.out, labels=args.labels, size=parse_size(args.size), spacing=args.spacing,
+                 intensity=args.intensity, orientation=args.reorient, backend=args.backend,
+                 workers=args.workers, shard_size=args.shard_size, overwrite=args.overwrite,
+                 progress=not args.quiet))
+    return 0
