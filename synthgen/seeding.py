@@ -28,6 +28,7 @@ BUILD_STREAM = 4  # named stream: a training run's initial weights, keyed (0,)
 GLOBAL_STREAM = 5  # named stream: a rank's global RNGs (torch, numpy, random), keyed (rank[, step])
 STEP_STREAM = 6  # named stream: a recipe's draws in one training step, keyed (step, rank)
 VALIDATION_STREAM = 7  # named stream: a recipe's draws in validation batch i, keyed (i, rank)
+PATCH_STREAM = 8  # sample stream: ingest's patch position in its volume
 
 
 def seed_from(*entropy: int) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -78,12 +79,18 @@ def _read_itk(path: Path) -> _Volume:
     data = np.ascontiguousarray(array.transpose(order))
     if spatial < 3:
         raise ValueError(f"it is a {spatial}-D image")
-    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(spatial, spatial)[:3, :3]
     zooms = tuple(float(z) for z in image.GetSpacing()[:3])
+    return _Volume(data, _ras_affine(image), zooms)  # type: ignore[arg-type]
+
+
+def _ras_affine(image: Any) -> np.ndarray:
+    """The voxel -> RAS mm affine of a SimpleITK image or file reader (ITK's geometry is LPS)."""
+    spatial = len(image.GetSpacing())
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(spatial, spatial)[:3, :3]
     lps = np.eye(4)
-    lps[:3, :3] = direction * np.asarray(zooms)
+    lps[:3, :3] = direction * np.asarray(image.GetSpacing()[:3])
     lps[:3, 3] = image.GetOrigin()[:3]
-    return _Volume(data, LPS_TO_RAS @ lps, zooms)  # type: ignore[arg-type]
+    return LPS_TO_RAS @ lps
 
 
 def _squeezed(volume: _Volume, what: str, path: Path, where: str, ndims: tuple[int, ...] = (3,)
@@ -127,10 +134,10 @@ def read_image(path: str | Path, where: str) -> tuple[np.ndarray, np.ndarray | N
     return data, volume.affine, volume.zooms
 
 
-def header_shape(path: str | Path, where: str) -> tuple[int, ...] | None:
-    """The (D, H, W) of a NIfTI, NRRD or MetaImage image from its header alone (no voxels are
-    read); None for other files. Raises SynthgenError (one line naming ``where`` and the file)
-    for a missing or unreadable header."""
+def header_geometry(path: str | Path, where: str) -> tuple[tuple[int, int, int], np.ndarray] | None:
+    """The (D, H, W) and (4, 4) voxel -> RAS mm affine of a NIfTI, NRRD or MetaImage image
+    from its header alone (no voxels are read); None for other files. Raises SynthgenError
+    (one line naming ``where`` and the file) for a missing or unreadable header."""
     path = Path(path)
     name = path.name.lower()
     if not name.endswith(NIFTI + ITK_FORMATS):
@@ -139,13 +146,14 @@ def header_shape(path: str | Path, where: str) -> tuple[int, ...] | None:
         raise _error(where, "image", path, "does not exist; fix its path")
     try:
         if name.endswith(NIFTI):
-            return tuple(int(n) for n in nib.load(path).shape[:3])
+            image = nib.load(path)
+            return tuple(int(n) for n in image.shape[:3]), np.asarray(image.affine, dtype=np.float64)  # type: ignore[return-value]
         import SimpleITK as sitk
 
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
         reader.ReadImageInformation()
-        return tuple(int(n) for n in reader.GetSize()[:3])
+        return tuple(int(n) for n in reader.GetSize()[:3]), _ras_affine(reader)  # type: ignore[return-value]
     except Exception as err:  # nibabel and ITK raise many unrelated types
         raise _error(where, "image", path, f"cannot be read ({first_line(err)}); re-export it as one 3-D "
                                            f"volume per file") from err

@@ -1,10 +1,14 @@
 """ingest: real volumes as a synthgen dataset (``synthgen ingest``).
 
-Sample ``index`` is source volume ``index`` of the config's list, read (NIfTI with nibabel,
-NRRD and MetaImage with SimpleITK, labels as the registration harness reads them), its
-intensities normalised and resampled onto the dataset's grid (``synthgen.ingest.volume``). The
-seed plays no part: a sample is a pure function of the source files and the config, so the
-store's resume and byte-identity guarantees hold as for the generating engines. Every source
+Each source volume is read (NIfTI with nibabel, NRRD and MetaImage with SimpleITK, labels as the
+registration harness reads them), its intensities normalised and resampled onto the dataset's
+grid (``synthgen.ingest.volume``). Without ``per_volume`` sample ``index`` is source ``index``,
+cropped or padded to ``size`` about its centre, and the seed plays no part. With
+``per_volume`` = K, samples ``K i .. K i + K - 1`` are K patches of ``size`` from source i,
+resampled whole, at positions with enough foreground drawn from (seed, index)
+(``synthgen.ingest.patches``). Either way a sample is a pure function of the source files, the
+config and (seed, index), so the store's resume and byte-identity guarantees hold as for the
+generating engines. Every source
 file's SHA-256 is in the config and checked when the sample is made, so a source file changed
 between a run and its resume is refused instead of mixed in.
 """
@@ -12,8 +16,11 @@ between a run and its resume is refused instead of mixed in.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 from typing import Any
 
+import numpy as np
 import torch
 
 from synthgen.engines.base import Engine, FieldSpec
@@ -32,6 +39,10 @@ class IngestConfig:
         orientation: output axis codes (``RAS``, ``LPS``, ...) or ``none`` (the source's axes).
         label_dtype: ``uint8`` or ``uint16`` when the sources have labels (set by
             ``synthgen.ingest.run`` from the largest label), else None.
+        per_volume: 0 (one sample per source, cropped/padded to ``size``) or K >= 1 patches
+            of ``size`` per source.
+        min_foreground: with ``per_volume``, the foreground fraction a patch position should
+            reach (the best of 100 draws otherwise).
     """
 
     sources: tuple[dict[str, Any], ...] = ()
@@ -40,6 +51,8 @@ class IngestConfig:
     intensity: str = "percentile:1,99"
     orientation: str = "RAS"
     label_dtype: str | None = None
+    per_volume: int = 0
+    min_foreground: float = 0.7
 
 
 class Ingest(Engine):
@@ -67,6 +80,16 @@ class Ingest(Engine):
             raise SynthgenError("ingest sources must all have labels or all have none")
         if with_labels == {True} and c.label_dtype not in ("uint8", "uint16"):
             raise SynthgenError(f"ingest label_dtype must be uint8 or uint16, got {c.label_dtype!r}")
+        if not (isinstance(c.per_volume, int) and c.per_volume >= 0):
+            raise SynthgenError(f"ingest per_volume must be 0 (whole volumes) or a number of patches >= 1, got "
+                                f"{c.per_volume!r}")
+        if not (isinstance(c.min_foreground, (int, float)) and 0 <= c.min_foreground <= 1):
+            raise SynthgenError(f"ingest min_foreground must be a fraction in [0, 1], got {c.min_foreground!r}")
+
+    @property
+    def num_samples(self) -> int:
+        """Samples this config makes: one per source, or ``per_volume`` per source."""
+        return len(self.config.sources) * max(1, self.config.per_volume)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -90,28 +113,73 @@ class Ingest(Engine):
 
     def sample(self, seed: int, index: int, device: torch.device | str | None = None
                ) -> dict[str, torch.Tensor]:
-        from registration.datasets.labels import read_label_map
-        from registration.datasets.volumes import read_image
-        from synthgen.ingest.sources import sha256_file
-        from synthgen.ingest.volume import check_orientation, normalise, output_affine, resample
+        from synthgen.ingest.patches import choose_patch
+        from synthgen.seeding import PATCH_STREAM, sample_generator
 
-        source = self.config.sources[index]
-        where = f"volume {source['name']}"
-        for key in ("image", "labels"):
-            if source.get(key) and sha256_file(source[key]) != source[f"{key}_sha256"]:
-                raise SynthgenError(f"{where}: {source[key]} changed since this dataset was started (SHA-256 "
-                                    f"differs); restore the file, or ingest into a new --out")
-        image, affine, _ = read_image(source["image"], where)
-        if affine is None:
-            raise SynthgenError(f"{where}: {source['image']} has no geometry (.npy/.npz); ingest NIfTI, NRRD "
-                                f"or MetaImage files")
-        target = output_affine(affine, image.shape, self.shape, float(self.config.spacing),
-                               check_orientation(self.config.orientation))
-        out = {"image": resample(normalise(image, self.config.intensity, where), affine, target, self.shape,
-                                 labels=False).to(torch.float16)}
-        if self.config.label_dtype:
-            labels = read_label_map(source["labels"], where, image.shape)
-            dtype = getattr(torch, self.config.label_dtype)
-            out["labels"] = resample(labels, affine, target, self.shape, labels=True).to(dtype)
-        out["affine"] = torch.from_numpy(target)
+        c = self.config
+        if not c.per_volume:
+            image, labels, affine, _ = on_grid(self.config_dict(), index, self.shape)
+        else:
+            image, labels, affine, mask = on_grid(self.config_dict(), index // c.per_volume, None)
+            start, _ = choose_patch(mask, self.shape, float(c.min_foreground),
+                                    sample_generator(seed, index, PATCH_STREAM))
+            box = tuple(slice(s, s + n) for s, n in zip(start, self.shape))
+            image, labels = image[box], None if labels is None else labels[box]
+            affine = affine @ translation(start)
+        out = {"image": image.to(torch.float16)}
+        if labels is not None:
+            out["labels"] = labels.to(getattr(torch, str(c.label_dtype)))
+        out["affine"] = torch.from_numpy(np.array(affine))  # a copy: the cached grid's stays intact
         return {name: value.to(device) for name, value in out.items()}
+
+
+def translation(offset: tuple[int, int, int]) -> np.ndarray:
+    """(4, 4) voxel translation by ``offset``."""
+    matrix = np.eye(4)
+    matrix[:3, 3] = offset
+    return matrix
+
+
+def on_grid(config: dict[str, Any], source: int, shape: tuple[int, int, int] | None
+            ) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray, torch.Tensor | None]:
+    """Source volume ``source`` of an ingest ``config`` on its output grid: cropped/padded to
+    ``shape``, or (None) the grid covering the whole volume, with its foreground mask. The
+    last volume is cached, so the patches of one volume read and resample it once.
+
+    Returns:
+        ``(image, labels, affine, mask)``: float32 (D, H, W); int64 (D, H, W) or None; (4, 4)
+        voxel -> RAS mm; bool (D, H, W) foreground, None with ``shape``.
+    """
+    key = (json.dumps(config["sources"][source], sort_keys=True), config["spacing"], config["orientation"],
+           config["intensity"], bool(config["label_dtype"]), shape)
+    return _on_grid_cached(key)
+
+
+@functools.lru_cache(maxsize=1)
+def _on_grid_cached(key: tuple) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray, torch.Tensor | None]:
+    from registration.datasets.labels import read_label_map
+    from registration.datasets.volumes import read_image
+    from synthgen.ingest.patches import foreground_mask
+    from synthgen.ingest.sources import sha256_file
+    from synthgen.ingest.volume import check_orientation, covering_shape, normalise, output_affine, resample
+
+    source_json, spacing, orientation, intensity, with_labels, shape = key
+    source = json.loads(source_json)
+    where = f"volume {source['name']}"
+    for name in ("image", "labels"):
+        if source.get(name) and sha256_file(source[name]) != source[f"{name}_sha256"]:
+            raise SynthgenError(f"{where}: {source[name]} changed since this dataset was started (SHA-256 "
+                                f"differs); restore the file, or ingest into a new --out")
+    image, affine, _ = read_image(source["image"], where)
+    if affine is None:
+        raise SynthgenError(f"{where}: {source['image']} has no geometry (.npy/.npz); ingest NIfTI, NRRD "
+                            f"or MetaImage files")
+    orientation = check_orientation(orientation)
+    grid = shape or covering_shape(affine, image.shape, float(spacing), orientation)
+    target = output_affine(affine, image.shape, grid, float(spacing), orientation)
+    out_image = resample(normalise(image, intensity, where), affine, target, grid, labels=False)
+    out_labels = None
+    if with_labels:
+        labels = read_label_map(source["labels"], where, image.shape)
+        out_labels = resample(labels, affine, target, grid, labels=True)
+    return out_image, out_labels, target, None if shape else foreground_mask(out_image)

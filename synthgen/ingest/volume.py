@@ -77,19 +77,36 @@ def output_affine(source_affine: np.ndarray, source_shape: tuple[int, ...], shap
         spacing: the output voxel size in mm.
         orientation: ``check_orientation``'s form.
     """
-    if orientation == "none":
-        linear = source_affine[:3, :3]
-        direction = linear / np.linalg.norm(linear, axis=0)
-    else:
-        direction = np.zeros((3, 3))
-        for axis, letter in enumerate(orientation):
-            world, sign = AXIS_LETTERS[letter]
-            direction[world, axis] = sign
+    direction = output_direction(source_affine, orientation)
     centre = source_affine[:3, :3] @ ((np.asarray(source_shape[:3]) - 1) / 2.0) + source_affine[:3, 3]
     affine = np.eye(4)
     affine[:3, :3] = direction * spacing
     affine[:3, 3] = centre - affine[:3, :3] @ ((np.asarray(shape) - 1) / 2.0)
     return affine
+
+
+def output_direction(source_affine: np.ndarray, orientation: str) -> np.ndarray:
+    """(3, 3) unit world directions (RAS) of the output array axes, as columns."""
+    if orientation == "none":
+        linear = source_affine[:3, :3]
+        return linear / np.linalg.norm(linear, axis=0)
+    direction = np.zeros((3, 3))
+    for axis, letter in enumerate(orientation):
+        world, sign = AXIS_LETTERS[letter]
+        direction[world, axis] = sign
+    return direction
+
+
+def covering_shape(source_affine: np.ndarray, source_shape: tuple[int, ...], spacing: float,
+                   orientation: str) -> tuple[int, int, int]:
+    """The (D, H, W) of the output grid that spans the whole source volume (the centres of
+    its corner voxels) at ``spacing`` mm in ``orientation``; with ``output_affine`` the grid
+    is centred on the source, as the crop/pad grid."""
+    corners = np.array(np.meshgrid(*[[0, n - 1] for n in source_shape[:3]], indexing="ij")).reshape(3, -1)
+    world = source_affine[:3, :3] @ corners
+    along = output_direction(source_affine, orientation).T @ world / spacing
+    extent = along.max(axis=1) - along.min(axis=1)
+    return tuple(int(np.floor(e + 1e-6)) + 1 for e in extent)  # type: ignore[return-value]
 
 
 def resample(volume: np.ndarray, source_affine: np.ndarray, target_affine: np.ndarray,
