@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -124,7 +125,7 @@ def test_prostate_folders_with_4d_labels_stream_like_synthetic_data(tmp_path: Pa
     out = tmp_path / "prostate.zarr"
     report = ingest(str(PROSTATE / "moving_images"), str(out), labels=str(PROSTATE / "moving_labels"),
                     size=48, spacing=0.8, intensity="none", backend="local", shard_size=4, progress=False)
-    assert report.samples_written == 10 and report.total_shards == 3
+    assert report.written.samples_written == 10 and report.written.total_shards == 3
     dataset = open_dataset(str(out))
     assert dataset.verify().ok
     first = dataset[0]
@@ -195,3 +196,54 @@ def test_bad_input_is_one_line_and_writes_nothing(capsys: pytest.CaptureFixture[
                             "local", "--quiet")
     assert code != 0 and len(err.strip().splitlines()) == 1 and needle in err and "Traceback" not in err, err
     assert not (tmp_path / "out.zarr").exists()  # every check runs before anything is written
+
+
+def test_totalsegmentator_subjects_become_one_label_numbering(tmp_path: Path) -> None:
+    root = SHARED / "totalsegmentator-mini"
+    out = tmp_path / "ts.zarr"
+    ingest(str(root), str(out), size=64, spacing=3.0, intensity="ct:-450,450", backend="local", progress=False)
+    dataset = open_dataset(str(out))
+    config = dataset.info.config
+    assert [s["name"] for s in config["sources"]] == ["s0001", "s0002", "s0003-mr"]
+    every = sorted({p.name[:-7] for p in root.glob("s*/segmentations/*.nii.gz")})
+    assert config["label_names"] == every and config["label_dtype"] == "uint8"
+    sample = dataset[0]
+    liver = every.index("liver") + 1
+    mask = nib.load(root / "s0001" / "segmentations" / "liver.nii.gz")
+    nearest = sampled_at_output_voxels(np.asanyarray(mask.dataobj).astype(np.float32), mask.affine,
+                                       sample["affine"], (64, 64, 64), order=0) > 0
+    assert nearest.sum() > 300 and ((sample["labels"] == liver) == nearest).mean() > 0.999
+
+
+def test_a_learn2reg_dataset_json_lists_the_training_volumes(tmp_path: Path) -> None:
+    folder = link(tmp_path / "task", {"imagesTr": PROSTATE / "moving_images", "labelsTr": PROSTATE / "moving_labels"})
+    entries = [{"image": f"./imagesTr/case00000{k}.nii.gz", "label": f"./labelsTr/case00000{k}.nii.gz"}
+               for k in (4, 2)]
+    (folder / "dataset.json").write_text(json.dumps({"name": "prostate", "training": entries}))
+    out = tmp_path / "l2r.zarr"
+    ingest(str(folder / "dataset.json"), str(out), size=32, spacing=1.2, backend="local", progress=False)
+    sources = open_dataset(str(out)).info.config["sources"]
+    assert [s["name"] for s in sources] == ["case000004", "case000002"]
+    assert sources[0]["labels"] == str(folder / "labelsTr" / "case000004.nii.gz")
+
+
+def test_skip_bad_ingests_the_good_volumes_and_lists_the_bad_ones(capsys: pytest.CaptureFixture[str],
+                                                                   tmp_path: Path) -> None:
+    images = link(tmp_path / "images", {f"case{k}.nii.gz": PROSTATE / "moving_images" / f"case00000{k}.nii.gz"
+                                        for k in range(3)})
+    labels = link(tmp_path / "labels", {"case0.nii.gz": PROSTATE / "moving_labels" / "case000000.nii.gz",
+                                        "case1.nii.gz": PROSTATE / "fixed_labels" / "case000001.nii.gz",  # off-grid
+                                        "case2.nii.gz": PROSTATE / "moving_labels" / "case000002.nii.gz",
+                                        "case3.nii.gz": PROSTATE / "moving_labels" / "case000003.nii.gz"})
+    whole = (PROSTATE / "moving_images" / "case000003.nii.gz").read_bytes()
+    (images / "case3.nii.gz").write_bytes(whole[: len(whole) // 2])  # truncated: the header reads, the voxels not
+    args = ["ingest", "--images", str(images), "--labels", str(labels), "--size", "32", "--backend", "local",
+            "--quiet", "--out", str(tmp_path / "out.zarr")]
+    code, _, err = run_main(main, capsys, *args)
+    assert code != 0 and "case1" in err and "has shape (44, 59, 41)" in err  # stops at the first bad volume
+    assert not (tmp_path / "out.zarr").exists()
+    code, out, err = run_main(main, capsys, *args, "--skip-bad")
+    assert code == 0 and "skipped 2 bad volume(s)" in out, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and "volume case1: labels" in lines[0] and "volume case3: image" in lines[1], err
+    assert [s["name"] for s in open_dataset(str(tmp_path / "out.zarr")).info.config["sources"]] == ["case0", "case2"]

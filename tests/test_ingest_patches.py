@@ -65,7 +65,7 @@ def test_mni_patches_are_crops_of_the_resampled_volume_with_enough_foreground(tm
     out = tmp_path / "patches.zarr"
     report = ingest(str(MNI / "mni.nii.gz"), str(out), size=48, spacing=2.0, per_volume=4, seed=3,
                     backend="local", progress=False)
-    assert report.samples_written == 4
+    assert report.written.samples_written == 4
     dataset = open_dataset(str(out))
     source, source_affine = percentile_normalised(MNI / "mni.nii.gz")
     starts = set()

@@ -21,12 +21,13 @@ keep the other channels' labels). Landmark files, if also given, come first.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from registration.datasets.pair_files import PairSpec
-from registration.datasets.volumes import NIFTI, _check_shape, _error, _points, _read, _squeezed
+from registration.datasets.volumes import NIFTI, _check_shape, _error, _mask, _points, _read, _squeezed
 from synthgen.errors import SynthgenError
 from synthgen.templates.nifti import nifti_stem
 
@@ -99,6 +100,27 @@ def _with_landmarks(labels: np.ndarray, regions: dict[int, np.ndarray | None], w
                                            f"this pair's landmark_labels")
         centroids.append(centre)
     return _Labels(labels, np.asarray(centroids, dtype=np.float64).reshape(-1, 3))
+
+
+def read_mask_folder(folder: str | Path, names: Sequence[str], where: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A folder of binary masks ``<name>.nii.gz`` (TotalSegmentator ``segmentations/``) painted
+    as one label map: ``names[i]`` becomes label i + 1 (a later name wins where masks overlap);
+    names without a file stay unlabelled, files not in ``names`` are ignored.
+
+    Returns:
+        (D, H, W) int64 label map on the image's grid ``shape``.
+    """
+    files = _mask_files(Path(folder))
+    painted = np.zeros(shape, dtype=np.int64)
+    for label, name in enumerate(names, start=1):
+        if name in files:
+            painted[_mask(files[name], "label mask", where, shape)] = label
+    return painted
+
+
+def mask_names(folder: str | Path) -> list[str]:
+    """The mask names (file stems) of a folder of NIfTI masks, sorted."""
+    return sorted(_mask_files(Path(folder)))
 
 
 def _mask_files(folder: Path) -> dict[str, Path]:

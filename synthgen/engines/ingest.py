@@ -39,6 +39,8 @@ class IngestConfig:
         orientation: output axis codes (``RAS``, ``LPS``, ...) or ``none`` (the source's axes).
         label_dtype: ``uint8`` or ``uint16`` when the sources have labels (set by
             ``synthgen.ingest.run`` from the largest label), else None.
+        label_names: for sources whose labels are folders of masks (TotalSegmentator), the
+            mask names in label order: label i + 1 is ``label_names[i]``; else None.
         per_volume: 0 (one sample per source, cropped/padded to ``size``) or K >= 1 patches
             of ``size`` per source.
         min_foreground: with ``per_volume``, the foreground fraction a patch position should
@@ -51,6 +53,7 @@ class IngestConfig:
     intensity: str = "percentile:1,99"
     orientation: str = "RAS"
     label_dtype: str | None = None
+    label_names: tuple[str, ...] | None = None
     per_volume: int = 0
     min_foreground: float = 0.7
 
@@ -151,19 +154,19 @@ def on_grid(config: dict[str, Any], source: int, shape: tuple[int, int, int] | N
         voxel -> RAS mm; bool (D, H, W) foreground, None with ``shape``.
     """
     key = (json.dumps(config["sources"][source], sort_keys=True), config["spacing"], config["orientation"],
-           config["intensity"], bool(config["label_dtype"]), shape)
+           config["intensity"], bool(config["label_dtype"]), tuple(config["label_names"] or ()), shape)
     return _on_grid_cached(key)
 
 
 @functools.lru_cache(maxsize=1)
 def _on_grid_cached(key: tuple) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray, torch.Tensor | None]:
-    from registration.datasets.labels import read_label_map
+    from registration.datasets.labels import read_label_map, read_mask_folder
     from registration.datasets.volumes import read_image
     from synthgen.ingest.patches import foreground_mask
     from synthgen.ingest.sources import sha256_file
     from synthgen.ingest.volume import check_orientation, covering_shape, normalise, output_affine, resample
 
-    source_json, spacing, orientation, intensity, with_labels, shape = key
+    source_json, spacing, orientation, intensity, with_labels, label_names, shape = key
     source = json.loads(source_json)
     where = f"volume {source['name']}"
     for name in ("image", "labels"):
@@ -180,6 +183,7 @@ def _on_grid_cached(key: tuple) -> tuple[torch.Tensor, torch.Tensor | None, np.n
     out_image = resample(normalise(image, intensity, where), affine, target, grid, labels=False)
     out_labels = None
     if with_labels:
-        labels = read_label_map(source["labels"], where, image.shape)
+        labels = (read_mask_folder(source["labels"], label_names, where, image.shape) if label_names
+                  else read_label_map(source["labels"], where, image.shape))
         out_labels = resample(labels, affine, target, grid, labels=True)
     return out_image, out_labels, target, None if shape else foreground_mask(out_image)

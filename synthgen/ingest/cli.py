@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from synthgen.errors import SynthgenError
 
@@ -32,6 +33,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                              "(a window, e.g. ct:-450,450), or none")
     ingest.add_argument("--reorient", default="RAS", metavar="CODES",
                         help="output axis orientation (default RAS; none keeps the source's axes)")
+    ingest.add_argument("--skip-bad", action="store_true",
+                        help="leave out (and list) volumes that cannot be read or fail a check, instead of stopping")
     ingest.add_argument("--backend", choices=("ray", "local"), default="ray",
                         help="ray (default: a local Ray runtime) or local (in-process)")
     ingest.add_argument("--workers", type=int, default=None, help="parallel shard tasks (default: all CPUs)")
@@ -61,9 +64,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if args.patches is not None and args.per_volume < 1:
         raise SynthgenError(f"--per-volume must be at least 1, got {args.per_volume}")
     size = parse_size(args.patches, "--patches") if args.patches else parse_size(args.size or "128", "--size")
-    print(ingest(args.images, args.out, labels=args.labels, size=size, spacing=args.spacing,
-                 intensity=args.intensity, orientation=args.reorient,
-                 per_volume=args.per_volume if args.patches else 0, min_foreground=args.min_foreground,
-                 seed=args.seed, backend=args.backend, workers=args.workers, shard_size=args.shard_size,
-                 overwrite=args.overwrite, progress=not args.quiet))
+    report = ingest(args.images, args.out, labels=args.labels, size=size, spacing=args.spacing,
+                    intensity=args.intensity, orientation=args.reorient,
+                    per_volume=args.per_volume if args.patches else 0, min_foreground=args.min_foreground,
+                    seed=args.seed, skip_bad=args.skip_bad, backend=args.backend, workers=args.workers,
+                    shard_size=args.shard_size, overwrite=args.overwrite, progress=not args.quiet)
+    for reason in report.skipped:
+        print(f"synthgen ingest: skipped {reason}", file=sys.stderr)
+    print(report)
     return 0

@@ -1,10 +1,13 @@
-"""``synthgen ingest``: find the source volumes, fix the dataset's config, write it like
-``synthgen generate`` (Ray or local, shards with commit records, resumable)."""
+"""``synthgen ingest``: find the source volumes, check each one, fix the dataset's config, write
+it like ``synthgen generate`` (Ray or local, shards with commit records, resumable)."""
 
 from __future__ import annotations
 
-from registration.datasets.labels import read_label_map
-from registration.datasets.volumes import header_geometry
+import dataclasses
+import os
+
+from registration.datasets.labels import mask_names, read_label_map
+from registration.datasets.volumes import header_geometry, read_image
 from synthgen.engines.ingest import Ingest
 from synthgen.errors import SynthgenError
 from synthgen.ingest.sources import SourceVolume, find_sources
@@ -13,62 +16,93 @@ from synthgen.ops.label_ensemble import label_dtype
 from synthgen.runner.generate import GenerateReport, generate
 
 
+@dataclasses.dataclass(frozen=True)
+class IngestReport:
+    """What an ingest wrote, and the volumes ``skip_bad`` left out (one line each, why)."""
+
+    written: GenerateReport
+    skipped: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return str(self.written) + (f"; skipped {len(self.skipped)} bad volume(s)" if self.skipped else "")
+
+
 def ingest(images: str, out: str, labels: str | None = None, size: int | tuple[int, int, int] = 128,
            spacing: float = 1.5, intensity: str = "percentile:1,99", orientation: str = "RAS",
-           per_volume: int = 0, min_foreground: float = 0.7, seed: int = 0, backend: str = "ray",
-           workers: int | None = None, shard_size: int | None = None, overwrite: bool = False,
-           progress: bool = True) -> GenerateReport:
+           per_volume: int = 0, min_foreground: float = 0.7, seed: int = 0, skip_bad: bool = False,
+           backend: str = "ray", workers: int | None = None, shard_size: int | None = None,
+           overwrite: bool = False, progress: bool = True) -> IngestReport:
     """Ingest the volumes ``images`` (and ``labels``) into the dataset ``out``, or finish it.
+
+    Every source is checked before anything is written: its image header, its label file
+    against the image's grid (read whole), and with patches that the volume holds one. With
+    ``skip_bad`` the images are also read whole, and a volume failing any check is left out
+    (listed in the report) instead of stopping the ingest.
 
     Args:
         images, labels: see ``synthgen.ingest.sources.find_sources``.
         size, spacing, intensity, orientation, per_volume, min_foreground: the output grid,
             intensities and patches (``synthgen.engines.ingest.IngestConfig``).
         seed: the dataset seed (patch positions; whole volumes do not use it).
+        skip_bad: leave out the volumes that fail their checks.
         backend, workers, shard_size, overwrite, progress: as ``synthgen.runner.generate``.
 
     Raises:
-        SynthgenError: bad sources or options (before anything is written), or a volume that
-            cannot be read (its shard is not committed; the others stay, a rerun resumes).
+        SynthgenError: bad sources or options (before anything is written; with ``skip_bad``
+            only when no volume is left), or a volume whose voxels cannot be read when the
+            shard holding it is made (that shard is not committed; a rerun resumes).
     """
     sources = find_sources(images, labels)
-    engine = Ingest(sources=tuple(s.to_json() for s in sources), size=size, spacing=spacing,
-                    intensity=intensity, orientation=orientation, per_volume=per_volume,
-                    min_foreground=min_foreground, label_dtype=_label_dtype(sources))
-    if per_volume:
-        _check_patches_fit(engine, sources)
-    return generate(engine, out, engine.num_samples, seed=seed, shard_size=shard_size, backend=backend,
-                    workers=workers, overwrite=overwrite, progress=progress)
-
-
-def _check_patches_fit(engine: Ingest, sources: list[SourceVolume]) -> None:
-    """Refuse a source whose whole-volume grid is smaller than the patches (headers only)."""
-    spacing, orientation = float(engine.config.spacing), check_orientation(engine.config.orientation)
+    names = _mask_names(sources)
+    orientation = check_orientation(orientation)
+    probe = Ingest(sources=tuple(s.to_json() for s in sources), size=size, spacing=spacing, intensity=intensity,
+                   orientation=orientation, per_volume=per_volume, min_foreground=min_foreground,
+                   label_names=names, label_dtype="uint16" if sources[0].labels else None)
+    kept, skipped, largest = [], [], len(names or ())
     for source in sources:
-        where = f"volume {source.name}"
-        geometry = header_geometry(source.image, where)
-        if geometry is None:
+        try:
+            largest = max(largest, _check(source, probe, full=skip_bad))
+        except SynthgenError as err:
+            if not skip_bad:
+                raise
+            skipped.append(str(err))
             continue
-        grid = covering_shape(geometry[1], geometry[0], spacing, orientation)
+        kept.append(source)
+    if not kept:
+        raise SynthgenError(f"all {len(sources)} volumes failed their checks (first: {skipped[0]})")
+    config = {**probe.config_dict(), "sources": tuple(s.to_json() for s in kept),
+              "label_dtype": str(label_dtype(largest)).removeprefix("torch.") if sources[0].labels else None}
+    engine = Ingest(**config)
+    written = generate(engine, out, engine.num_samples, seed=seed, shard_size=shard_size, backend=backend,
+                       workers=workers, overwrite=overwrite, progress=progress)
+    return IngestReport(written, tuple(skipped))
+
+
+def _check(source: SourceVolume, engine: Ingest, full: bool) -> int:
+    """Check one source for ``engine`` (``ingest``'s doc); returns its largest label (0
+    without label files). Raises SynthgenError naming the volume and the file."""
+    where = f"volume {source.name}"
+    geometry = header_geometry(source.image, where)
+    if full:
+        read_image(source.image, where)
+    if engine.config.per_volume and geometry is not None:
+        spacing = float(engine.config.spacing)
+        grid = covering_shape(geometry[1], geometry[0], spacing, engine.config.orientation)
         if any(g < p for g, p in zip(grid, engine.shape)):
             raise SynthgenError(f"{where}: {source.image} spans {grid} voxels at {spacing:g} mm, smaller than the "
                                 f"{engine.shape} patches; give smaller --patches or a finer --spacing")
+    if not source.labels or os.path.isdir(source.labels):
+        return 0
+    labels = read_label_map(source.labels, where, geometry[0] if geometry else None)
+    if labels.min(initial=0) < 0 or labels.max(initial=0) > 65535:
+        raise SynthgenError(f"{where}: {source.labels} holds labels outside 0..65535; renumber them")
+    return int(labels.max(initial=0))
 
 
-def _label_dtype(sources: list[SourceVolume]) -> str | None:
-    """uint8 or uint16 for the sources' largest label, None without labels. Reads each label
-    file once and checks it against its image's header, so bad labels fail before anything is
-    written."""
-    if not sources[0].labels:
+def _mask_names(sources: list[SourceVolume]) -> tuple[str, ...] | None:
+    """For labels given as folders of masks: every mask name of every folder, sorted (label
+    i + 1 is name i in every sample); None for label files."""
+    folders = [s.labels for s in sources if s.labels and os.path.isdir(s.labels)]
+    if not folders:
         return None
-    largest = 0
-    for source in sources:
-        assert source.labels is not None
-        where = f"volume {source.name}"
-        geometry = header_geometry(source.image, where)
-        labels = read_label_map(source.labels, where, geometry[0] if geometry else None)
-        if labels.min(initial=0) < 0 or labels.max(initial=0) > 65535:
-            raise SynthgenError(f"{where}: {source.labels} holds labels outside 0..65535; "
-                                f"renumber them")
-        largest = max(largest, int(labels.max(initial=0)))
-    return str(label_dtype(largest)).removeprefix("torch.")
+    return tuple(sorted({name for folder in folders for name in mask_names(folder)}))
