@@ -15,12 +15,14 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
+from registration.datasets import load_pair, read_pairs
 from registration.datasets.volumes import read_image
 from synthgen import open_dataset
 from synthgen.cli import main
 from synthgen.errors import SynthgenError
 from synthgen.export import export_sample
-from synthgen.ingest.run import ingest
+from synthgen.ingest.run import ingest, ingest_pairs
+from synthgen.ingest.volume import normalise
 from synthgen.stream import ShardStream
 from tests.conftest import shard_bytes
 from tests.helpers import run_main
@@ -247,3 +249,20 @@ def test_skip_bad_ingests_the_good_volumes_and_lists_the_bad_ones(capsys: pytest
     lines = err.strip().splitlines()
     assert len(lines) == 2 and "volume case1: labels" in lines[0] and "volume case3: image" in lines[1], err
     assert [s["name"] for s in open_dataset(str(tmp_path / "out.zarr")).info.config["sources"]] == ["case0", "case2"]
+
+
+def test_pairs_are_the_harness_pairs_on_the_dataset_grid(tmp_path: Path) -> None:
+    pairs = Path(__file__).resolve().parents[1] / "benchmarks" / "registration" / "pairs" / "oasis.csv"
+    out = tmp_path / "oasis.zarr"
+    report = ingest_pairs(str(pairs), str(out), size=(160, 192, 144), spacing=1.0, orientation="none",
+                          backend="local", progress=False)
+    assert report.written.samples_written == 2 and not report.skipped
+    dataset = open_dataset(str(out))
+    assert list(dataset.info.schema) == ["fixed", "moving", "fixed_labels", "moving_labels", "affine"]
+    for k, spec in enumerate(read_pairs(pairs)):
+        pair, sample = load_pair(spec), dataset[k]  # the fixed grid is the dataset's grid here
+        for side in ("fixed", "moving"):
+            expected = normalise(getattr(pair, side).numpy(), "percentile:1,99", "test")
+            assert np.abs(sample[side].astype(np.float32) - expected).max() < 1e-3
+            assert np.array_equal(sample[f"{side}_labels"], getattr(pair, f"{side}_labels").numpy())
+        assert np.allclose(sample["affine"], pair.affine)

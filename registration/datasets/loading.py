@@ -40,6 +40,8 @@ class RegistrationPair:
         fixed_landmarks, moving_landmarks: (N, 3) float64 voxel coordinates in the fixed grid
             (corresponding rows), or None.
         fixed_mask, moving_mask: (D, H, W) bool tensors, or None.
+        affine: (4, 4) voxel -> world mm affine of the fixed grid (RAS for NIfTI, NRRD and
+            MetaImage files; spacing overrides applied), or None without geometry.
     """
 
     name: str
@@ -54,6 +56,7 @@ class RegistrationPair:
     moving_landmarks: np.ndarray | None = None
     fixed_mask: torch.Tensor | None = None
     moving_mask: torch.Tensor | None = None
+    affine: np.ndarray | None = None
 
 
 def load_pair(spec: PairSpec) -> RegistrationPair:
@@ -93,7 +96,8 @@ def load_pair(spec: PairSpec) -> RegistrationPair:
 
     spacing = fixed_grid.spacing or moving_grid.spacing or (1.0, 1.0, 1.0)
     pair = RegistrationPair(name=spec.name, fixed=torch.from_numpy(fixed),
-                            moving=onto_fixed(moving, False), spacing=tuple(spacing))  # type: ignore[arg-type]
+                            moving=onto_fixed(moving, False), spacing=tuple(spacing),  # type: ignore[arg-type]
+                            affine=fixed_grid.affine)
     if labels is not None:
         fixed_labels, moving_labels, names = labels
         pair.fixed_labels = torch.from_numpy(fixed_labels.volume)

@@ -20,6 +20,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -70,6 +71,27 @@ class PairSpec:
     fixed_spacing: Spacing | None = None
     moving_spacing: Spacing | None = None
     moving_shift: Spacing | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The spec as JSON values (paths as strings, tuples as lists); ``from_json`` inverts it."""
+        data = dataclasses.asdict(self)
+        for key in PATH_COLUMNS:
+            data[key] = None if data[key] is None else str(data[key])
+        if data["label_names"] is not None:
+            data["label_names"] = {str(k): v for k, v in data["label_names"].items()}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "PairSpec":
+        values = dict(data)
+        for key in PATH_COLUMNS:
+            values[key] = None if values[key] is None else Path(values[key])
+        for key in ("labels", "fixed_spacing", "moving_spacing", "moving_shift"):
+            values[key] = None if values[key] is None else tuple(values[key])
+        values["landmark_labels"] = tuple(values["landmark_labels"])
+        if values["label_names"] is not None:
+            values["label_names"] = {int(k): v for k, v in values["label_names"].items()}
+        return cls(**values)
 
     @property
     def where(self) -> str:

@@ -10,10 +10,11 @@ from synthgen.errors import SynthgenError
 
 def _registry() -> dict[str, type[Engine]]:
     from synthgen.engines.ingest import Ingest
+    from synthgen.engines.ingest_pairs import IngestPairs
     from synthgen.engines.label_ensemble import LabelEnsemble
     from synthgen.engines.random_shapes import RandomShapes
 
-    return {cls.name: cls for cls in (LabelEnsemble, RandomShapes, Ingest)}
+    return {cls.name: cls for cls in (LabelEnsemble, RandomShapes, Ingest, IngestPairs)}
 
 
 def engine_names() -> list[str]:

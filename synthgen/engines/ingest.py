@@ -66,23 +66,10 @@ class Ingest(Engine):
     Config = IngestConfig
 
     def validate(self) -> None:
-        from synthgen.ingest.volume import check_orientation, parse_intensity
-
         c = self.config
         if not c.sources:
             raise SynthgenError("ingest needs at least one source volume")
-        size = [c.size] * 3 if isinstance(c.size, int) else list(c.size)
-        if len(size) != 3 or not all(isinstance(n, int) and 8 <= n <= 1024 for n in size):
-            raise SynthgenError(f"ingest size must be one side or three sides of 8..1024 voxels, got {c.size!r}")
-        if not (isinstance(c.spacing, (int, float)) and 0 < c.spacing <= 100):
-            raise SynthgenError(f"ingest spacing must be a voxel size in mm in (0, 100], got {c.spacing!r}")
-        parse_intensity(c.intensity)
-        check_orientation(c.orientation)
-        with_labels = {bool(s.get("labels")) for s in c.sources}
-        if len(with_labels) > 1:
-            raise SynthgenError("ingest sources must all have labels or all have none")
-        if with_labels == {True} and c.label_dtype not in ("uint8", "uint16"):
-            raise SynthgenError(f"ingest label_dtype must be uint8 or uint16, got {c.label_dtype!r}")
+        check_grid(c, with_labels={bool(s.get("labels")) for s in c.sources})
         if not (isinstance(c.per_volume, int) and c.per_volume >= 0):
             raise SynthgenError(f"ingest per_volume must be 0 (whole volumes) or a number of patches >= 1, got "
                                 f"{c.per_volume!r}")
@@ -134,6 +121,26 @@ class Ingest(Engine):
             out["labels"] = labels.to(getattr(torch, str(c.label_dtype)))
         out["affine"] = torch.from_numpy(np.array(affine))  # a copy: the cached grid's stays intact
         return {name: value.to(device) for name, value in out.items()}
+
+
+def check_grid(config: Any, with_labels: set[bool]) -> None:
+    """Validate the output grid, intensity and label options shared by the ingest engines
+    (``size``, ``spacing``, ``intensity``, ``orientation``, ``label_dtype``); ``with_labels``:
+    whether each source has labels (all or none must)."""
+    from synthgen.ingest.volume import check_orientation, parse_intensity
+
+    c = config
+    size = [c.size] * 3 if isinstance(c.size, int) else list(c.size)
+    if len(size) != 3 or not all(isinstance(n, int) and 8 <= n <= 1024 for n in size):
+        raise SynthgenError(f"ingest size must be one side or three sides of 8..1024 voxels, got {c.size!r}")
+    if not (isinstance(c.spacing, (int, float)) and 0 < c.spacing <= 100):
+        raise SynthgenError(f"ingest spacing must be a voxel size in mm in (0, 100], got {c.spacing!r}")
+    parse_intensity(c.intensity)
+    check_orientation(c.orientation)
+    if len(with_labels) > 1:
+        raise SynthgenError("ingest sources must all have labels or all have none")
+    if with_labels == {True} and c.label_dtype not in ("uint8", "uint16"):
+        raise SynthgenError(f"ingest label_dtype must be uint8 or uint16, got {c.label_dtype!r}")
 
 
 def translation(offset: tuple[int, int, int]) -> np.ndarray:

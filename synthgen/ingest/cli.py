@@ -11,9 +11,15 @@ from synthgen.errors import SynthgenError
 def add_parser(commands: argparse._SubParsersAction) -> None:
     """Add ``ingest`` to the ``synthgen`` subcommands."""
     ingest = commands.add_parser("ingest", help="turn real volumes (NIfTI, NRRD, MetaImage) into a dataset")
-    ingest.add_argument("--images", required=True, metavar="DIR|GLOB|CSV",
-                        help="a folder of volumes, a quoted glob ('data/*.nii.gz'), or a CSV with columns "
-                             "image[,labels][,name]")
+    sources = ingest.add_mutually_exclusive_group(required=True)
+    sources.add_argument("--images", metavar="DIR|GLOB|CSV|JSON",
+                         help="a folder of volumes, a quoted glob ('data/*.nii.gz'), a CSV with columns "
+                              "image[,labels][,name], a TotalSegmentator folder, or a Learn2Reg dataset.json")
+    sources.add_argument("--pairs", metavar="CSV|JSON",
+                         help="registration pairs: the harness's pairs CSV or a Learn2Reg dataset.json "
+                              "(fields fixed, moving[, fixed_labels, moving_labels])")
+    ingest.add_argument("--split", choices=("train", "val", "test"), default="train",
+                        help="with --pairs and a dataset.json: which pairs (default train)")
     ingest.add_argument("--labels", default=None, metavar="DIR|GLOB",
                         help="label files matched to the images by file stem (3-D maps or 4-D one-hot)")
     ingest.add_argument("--out", required=True, help="dataset path, e.g. real.zarr")
@@ -55,7 +61,7 @@ def parse_size(text: str, option: str) -> int | tuple[int, int, int]:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from synthgen.ingest.run import ingest
+    from synthgen.ingest.run import ingest, ingest_pairs
 
     if args.size is not None and args.patches is not None:
         raise SynthgenError("give --size (whole volumes) or --patches (patches of the whole volume), not both")
@@ -64,11 +70,19 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if args.patches is not None and args.per_volume < 1:
         raise SynthgenError(f"--per-volume must be at least 1, got {args.per_volume}")
     size = parse_size(args.patches, "--patches") if args.patches else parse_size(args.size or "128", "--size")
-    report = ingest(args.images, args.out, labels=args.labels, size=size, spacing=args.spacing,
-                    intensity=args.intensity, orientation=args.reorient,
-                    per_volume=args.per_volume if args.patches else 0, min_foreground=args.min_foreground,
-                    seed=args.seed, skip_bad=args.skip_bad, backend=args.backend, workers=args.workers,
-                    shard_size=args.shard_size, overwrite=args.overwrite, progress=not args.quiet)
+    if args.pairs:
+        if args.patches or args.labels:
+            raise SynthgenError("--pairs takes its labels from the pair file and has no --patches; drop them")
+        report = ingest_pairs(args.pairs, args.out, split=args.split, size=size, spacing=args.spacing,
+                              intensity=args.intensity, orientation=args.reorient, skip_bad=args.skip_bad,
+                              backend=args.backend, workers=args.workers, shard_size=args.shard_size,
+                              overwrite=args.overwrite, progress=not args.quiet)
+    else:
+        report = ingest(args.images, args.out, labels=args.labels, size=size, spacing=args.spacing,
+                        intensity=args.intensity, orientation=args.reorient,
+                        per_volume=args.per_volume if args.patches else 0, min_foreground=args.min_foreground,
+                        seed=args.seed, skip_bad=args.skip_bad, backend=args.backend, workers=args.workers,
+                        shard_size=args.shard_size, overwrite=args.overwrite, progress=not args.quiet)
     for reason in report.skipped:
         print(f"synthgen ingest: skipped {reason}", file=sys.stderr)
     print(report)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from registration.datasets import PATH_COLUMNS, load_pair, read_pairs
 from registration.datasets.labels import mask_names, read_label_map
 from registration.datasets.volumes import header_geometry, read_image
 from synthgen.engines.ingest import Ingest
+from synthgen.engines.ingest_pairs import IngestPairs
 from synthgen.errors import SynthgenError
-from synthgen.ingest.sources import SourceVolume, find_sources
+from synthgen.ingest.sources import SourceVolume, find_sources, sha256_file
 from synthgen.ingest.volume import check_orientation, covering_shape
 from synthgen.ops.label_ensemble import label_dtype
 from synthgen.runner.generate import GenerateReport, generate
@@ -74,6 +76,41 @@ def ingest(images: str, out: str, labels: str | None = None, size: int | tuple[i
               "label_dtype": str(label_dtype(largest)).removeprefix("torch.") if sources[0].labels else None}
     engine = Ingest(**config)
     written = generate(engine, out, engine.num_samples, seed=seed, shard_size=shard_size, backend=backend,
+                       workers=workers, overwrite=overwrite, progress=progress)
+    return IngestReport(written, tuple(skipped))
+
+
+def ingest_pairs(pairs: str, out: str, split: str = "train", size: int | tuple[int, int, int] = 128,
+                 spacing: float = 1.5, intensity: str = "percentile:1,99", orientation: str = "RAS",
+                 skip_bad: bool = False, backend: str = "ray", workers: int | None = None,
+                 shard_size: int | None = None, overwrite: bool = False, progress: bool = True) -> IngestReport:
+    """Ingest the registration pairs of ``pairs`` (a pairs CSV or a Learn2Reg ``dataset.json``,
+    its ``split``, as ``registration.datasets.read_pairs``) into the dataset ``out``.
+
+    Every pair is loaded whole before anything is written (a bad pair stops the ingest, or
+    with ``skip_bad`` is left out and listed). Other arguments as ``ingest``.
+    """
+    specs = read_pairs(pairs, split=split)
+    entries, skipped, largest, labelled = [], [], 0, None
+    for spec in specs:
+        try:
+            pair = load_pair(spec)
+        except SynthgenError as err:
+            if not skip_bad:
+                raise
+            skipped.append(str(err))
+            continue
+        labelled = pair.fixed_labels is not None
+        if labelled:
+            largest = max(largest, int(pair.fixed_labels.max()), int(pair.moving_labels.max()))
+        files = {column: str(getattr(spec, column)) for column in PATH_COLUMNS if getattr(spec, column)}
+        entries.append({"spec": spec.to_json(), "sha256": {c: sha256_file(p) for c, p in files.items()}})
+    if not entries:
+        raise SynthgenError(f"all {len(specs)} pairs failed to load (first: {skipped[0]})")
+    engine = IngestPairs(pairs=tuple(entries), size=size, spacing=spacing, intensity=intensity,
+                         orientation=check_orientation(orientation),
+                         label_dtype=str(label_dtype(largest)).removeprefix("torch.") if labelled else None)
+    written = generate(engine, out, engine.num_samples, seed=0, shard_size=shard_size, backend=backend,
                        workers=workers, overwrite=overwrite, progress=progress)
     return IngestReport(written, tuple(skipped))
 
