@@ -1,7 +1,9 @@
 """Streaming a synthgen dataset into training: ShardStream (order, partitioning, resume,
-reading) and DeviceStage (derived views and online augmentation on the training device)."""
+reading), PairStream (random pairs of a single-volume dataset) and DeviceStage (derived views
+and online augmentation on the training device)."""
 
 from synthgen.stream.dataset import ShardStream
 from synthgen.stream.device import DeviceStage
+from synthgen.stream.pairs import PairStream
 
-__all__ = ["DeviceStage", "ShardStream"]
+__all__ = ["DeviceStage", "PairStream", "ShardStream"]

@@ -196,8 +196,7 @@ class ShardStream(IterableDataset):
         mine = rank_indices(self.epoch_order(), self._start, rank, world, self.drop_last)
         mine = worker_indices(mine, worker_id, workers, self.batch_size)
         dataset, warned = self.dataset, set()
-        crop_here = self.crop is not None and not self.defer_crop
-        rows = {f: self._row_layout(f, crop_here) for f in self.fields}
+        rows = self._rows()
 
         def allocate(indices: list[int]) -> tuple[list[int], dict[str, torch.Tensor]]:
             # in the consumer's thread, which also frees the batches: memory allocated in a reader
@@ -208,21 +207,35 @@ class ShardStream(IterableDataset):
         def read(job: tuple[list[int], dict[str, torch.Tensor]]
                  ) -> tuple[list[int], dict[str, torch.Tensor], dict[int, SynthgenError]]:
             indices, out = job
-            crops = [self._crop_start(i) for i in indices] if crop_here else None
-            actual, errors = fill_batch(dataset, indices, {f: t.numpy() for f, t in out.items()}, self.on_error,
-                                        crops, self.crop)
-            batch = {f: t.float() if self.float32 and t.is_floating_point() else t for f, t in out.items()}
-            batch["index"] = torch.from_numpy(np.array(actual, dtype=np.int64))
-            if self.defer_crop:
-                batch["crop_start"] = torch.from_numpy(np.stack([self._crop_start(i) for i in actual]))
-                batch["crop_size"] = torch.tensor([self.crop] * len(actual), dtype=torch.int64)
-            return indices, batch, errors
+            batch, errors = self._read_batch(dataset, indices, out)
+            return indices, {f: t.float() if self.float32 and t.is_floating_point() else t
+                             for f, t in batch.items()}, errors
 
         jobs = (allocate(mine[first:first + self.batch_size].tolist())
                 for first in range(0, len(mine), self.batch_size))
         for indices, batch, errors in read_ahead(read, jobs):
             warn_skipped(indices, errors, dataset.info.shard_size, warned)
             yield batch
+
+    def _rows(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """Each batch tensor's row shape and dtype, by name."""
+        crop_here = self.crop is not None and not self.defer_crop
+        return {f: self._row_layout(f, crop_here) for f in self.fields}
+
+    def _read_batch(self, dataset: Dataset, indices: list[int], out: dict[str, torch.Tensor]
+                    ) -> tuple[dict[str, torch.Tensor], dict[int, SynthgenError]]:
+        """Read the samples ``indices`` into the rows of ``out`` (``_rows``' layout); returns the
+        batch (``out`` plus "index" and any deferred crop) and the unreadable samples' errors."""
+        crop_here = self.crop is not None and not self.defer_crop
+        crops = [self._crop_start(i) for i in indices] if crop_here else None
+        actual, errors = fill_batch(dataset, indices, {f: t.numpy() for f, t in out.items()}, self.on_error,
+                                    crops, self.crop)
+        batch = dict(out)
+        batch["index"] = torch.from_numpy(np.array(actual, dtype=np.int64))
+        if self.defer_crop:
+            batch["crop_start"] = torch.from_numpy(np.stack([self._crop_start(i) for i in actual]))
+            batch["crop_size"] = torch.tensor([self.crop] * len(actual), dtype=torch.int64)
+        return batch, errors
 
     def _crop_start(self, index: int) -> np.ndarray:
         return crop_start(self.dataset.info.shape, self.crop, self.seed, self.epoch, index)
