@@ -3,8 +3,9 @@
 anatomix (Dey et al., neel-dey/anatomix ``synthetic-data-generation``) makes its training data
 offline in two steps: step 1 (``generate_label_ensemble``) builds one 128^3 uint8 label map from
 20-39 binary templates, step 2 (``process_volume``) renders two appearance views of it. This
-module rewrites both from the description in /work/shared/reference/engines.md §1 (the original
-code is not available here) so that ``benchmarks.engine_throughput`` can time the published
+module rewrites both from the description in /work/shared/reference/engines.md §1 (written
+before the repository could be fetched here; the ``fetch`` tool now brings neel-dey/anatomix to
+check it against) so that ``benchmarks.engine_throughput`` can time the published
 algorithm next to synthgen's label-ensemble engine in the same process and report a ratio. It
 keeps the published algorithmic choices, data types and library calls, because their cost is what
 is being measured, and it keeps the published quirks (first template painted as background 0,
