@@ -32,10 +32,10 @@ import torch
 
 from benchmarks.published_anatomix import published_label_map
 from synthgen.engines import get_engine
+from synthgen.engines.label_ensemble import DEFAULT_BANK_NAME, REFERENCE_SIZE, load_bank
 
 BANDS = (0.0, 16.0, 32.0, 48.0, 64.0, float("inf"))
 BAND_NAMES = ("0-16", "16-32", "32-48", "48-64", ">64")
-REFERENCE_SIZE = 128
 
 
 def template_mask(labels: torch.Tensor, n_templates: int, masked: bool) -> torch.Tensor:
@@ -55,39 +55,37 @@ def boundary_mask(labels: torch.Tensor) -> torch.Tensor:
     return edge
 
 
-def centre_distance(size: int) -> torch.Tensor:
-    """(size, size, size) float64: each voxel's distance from the volume centre, in voxels at
-    128^3."""
+def distance_bands(size: int) -> torch.Tensor:
+    """(size, size, size) int64: each voxel's band (index into BAND_NAMES) by its distance from
+    the volume centre, in voxels at 128^3."""
     axis = (torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0) * (REFERENCE_SIZE / size)
-    return torch.sqrt(axis[:, None, None] ** 2 + axis[None, :, None] ** 2 + axis[None, None, :] ** 2)
+    distance = torch.sqrt(axis[:, None, None] ** 2 + axis[None, :, None] ** 2 + axis[None, None, :] ** 2)
+    return torch.bucketize(distance, torch.tensor(BANDS[1:-1], dtype=torch.float64), right=True)
 
 
-def map_statistics(labels: torch.Tensor, n_templates: int, masked: bool,
-                   distance: torch.Tensor) -> dict[str, Any]:
+def map_statistics(labels: torch.Tensor, n_templates: int, masked: bool, band: torch.Tensor) -> dict[str, Any]:
     """One map's sums per band and its label centroids' distances (see the module docstring).
 
     Args:
         labels: (S, S, S) integer label map.
         n_templates: templates placed.
         masked: whether the foreground mask was applied (template labels start at 2).
-        distance: :func:`centre_distance` of the map's size.
+        band: :func:`distance_bands` of the map's size.
     """
     labelled = template_mask(labels, n_templates, masked)
     edge = boundary_mask(labels)
-    band = torch.bucketize(distance, torch.tensor(BANDS[1:-1], dtype=torch.float64), right=True)
-    per_band = torch.bincount(band.flatten(), minlength=len(BAND_NAMES)).double()
     labelled_band = torch.bincount(band[labelled], minlength=len(BAND_NAMES)).double()
     edge_band = torch.bincount(band[edge], minlength=len(BAND_NAMES)).double()
     values = labels[labelled].long()
-    present = torch.unique(values)
     flat = labelled.nonzero().double()
     sums = torch.zeros((int(values.max()) + 1 if values.numel() else 1, 3), dtype=torch.float64)
     sums.index_add_(0, values, flat)
     counts = torch.bincount(values, minlength=sums.shape[0]).double()
+    present = (counts > 0).nonzero().squeeze(1)
     centroids = sums[present] / counts[present, None]
     size = labels.shape[0]
     offsets = (centroids - (size - 1) / 2.0) * (REFERENCE_SIZE / size)
-    return {"voxels": per_band, "labelled": labelled_band, "boundary": edge_band,
+    return {"labelled": labelled_band, "boundary": edge_band,
             "centroid_distances": offsets.norm(dim=1).tolist(), "surviving": int(present.numel()),
             "placed": n_templates}
 
@@ -104,7 +102,7 @@ def synthgen_maps(n: int, size: int, seed: int, templates: str | None) -> Iterat
 def published_maps(n: int, seed: int, templates: str | None) -> Iterator[tuple[torch.Tensor, int, bool]]:
     """``n`` label maps of the published step 1 at 128^3 from the same bank's masks (template 0 is
     background there, so ``n_templates - 1`` carry labels)."""
-    bank = get_engine("label-ensemble", size=REFERENCE_SIZE, **({"templates": templates} if templates else {})).bank
+    bank = load_bank(templates or DEFAULT_BANK_NAME)
     masks = bank.masks(list(range(len(bank))))
     rng = np.random.RandomState(seed)
     for _ in range(n):
@@ -120,13 +118,15 @@ def placement_statistics(n: int, size: int = REFERENCE_SIZE, seed: int = 0, temp
     surviving and placed template counts. ``published``: maps of the published step 1 (128^3)."""
     size = REFERENCE_SIZE if published else size
     maps = published_maps(n, seed, templates) if published else synthgen_maps(n, size, seed, templates)
-    distance = centre_distance(size)
+    band = distance_bands(size)
+    per_band = torch.bincount(band.flatten(), minlength=len(BAND_NAMES)).double()
     totals = {key: torch.zeros(len(BAND_NAMES), dtype=torch.float64) for key in ("voxels", "labelled", "boundary")}
     centroids: list[float] = []
     surviving, placed = [], []
     for labels, n_templates, masked in maps:
-        stats = map_statistics(labels, n_templates, masked, distance)
-        for key in totals:
+        stats = map_statistics(labels, n_templates, masked, band)
+        totals["voxels"] += per_band
+        for key in ("labelled", "boundary"):
             totals[key] += stats[key]
         centroids += stats["centroid_distances"]
         surviving.append(stats["surviving"])

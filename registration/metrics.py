@@ -18,6 +18,7 @@ Deviations from the reference, on purpose:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -70,6 +71,33 @@ def dice(fixed_labels: Array, warped_labels: Array, labels: Sequence[int] | None
     Returns:
         {label id: Dice in [0, 1], or NaN when not scored}.
     """
+    return _dice(_indexed(fixed_labels, warped_labels, labels, moving_labels))
+
+
+def label_scores(fixed_labels: Array, warped_labels: Array, labels: Sequence[int] | None,
+                 spacing: Sequence[float], *, moving_labels: Array | None = None
+                 ) -> tuple[dict[int, float], dict[int, float]]:
+    """``(dice(...), hd95(...))`` of the same arguments, indexing the label maps once."""
+    indexed = _indexed(fixed_labels, warped_labels, labels, moving_labels)
+    return _dice(indexed), _hd95(indexed, spacing)
+
+
+@dataclasses.dataclass
+class _Indexed:
+    """Two label maps as positions in ``ids`` (``len(ids)`` for other labels), flat, with each
+    label's voxel counts and whether it is scored."""
+
+    shape: tuple[int, ...]
+    ids: np.ndarray
+    fixed: np.ndarray
+    warped: np.ndarray
+    size_fixed: np.ndarray
+    size_warped: np.ndarray
+    present: np.ndarray
+
+
+def _indexed(fixed_labels: Array, warped_labels: Array, labels: Sequence[int] | None,
+             moving_labels: Array | None) -> _Indexed:
     fixed, warped = _numpy(fixed_labels), _numpy(warped_labels)
     if fixed.shape != warped.shape:
         raise ValueError(f"label maps differ in shape: {fixed.shape} vs {warped.shape}")
@@ -77,11 +105,15 @@ def dice(fixed_labels: Array, warped_labels: Array, labels: Sequence[int] | None
     n = len(ids)
     fi, wi = _label_index(fixed, ids), _label_index(warped, ids)
     size_f, size_w = _counts(fi, n), _counts(wi, n)
-    overlap = _counts(fi[fi == wi], n)
     present = _scored(size_f, size_w, moving_labels, ids, fixed.shape)
+    return _Indexed(fixed.shape, ids, fi, wi, size_f, size_w, present)
+
+
+def _dice(x: _Indexed) -> dict[int, float]:
+    overlap = _counts(x.fixed[x.fixed == x.warped], len(x.ids))
     with np.errstate(invalid="ignore", divide="ignore"):
-        scores = np.where(present, 2.0 * overlap / (size_f + size_w), np.nan)
-    return {int(i): float(s) for i, s in zip(ids, scores)}
+        scores = np.where(x.present, 2.0 * overlap / (x.size_fixed + x.size_warped), np.nan)
+    return {int(i): float(s) for i, s in zip(x.ids, scores)}
 
 
 def _scored(size_fixed: np.ndarray, size_warped: np.ndarray, moving_labels: Array | None,
@@ -130,14 +162,12 @@ def hd95(fixed_labels: Array, warped_labels: Array, labels: Sequence[int] | None
         {label id: HD95 in mm}; NaN when not scored, inf when scored but absent after warping
         (Learn2Reg's value; :func:`label_mean` is then inf too, as Learn2Reg's ``nanmean``).
     """
-    fixed, warped = _numpy(fixed_labels), _numpy(warped_labels)
-    if fixed.shape != warped.shape:
-        raise ValueError(f"label maps differ in shape: {fixed.shape} vs {warped.shape}")
-    ids = _label_ids(fixed, warped, labels)
-    n = len(ids)
-    fi, wi = (_label_index(v, ids).reshape(v.shape) for v in (fixed, warped))
-    size_w = _counts(wi.reshape(-1), n)
-    present = _scored(_counts(fi.reshape(-1), n), size_w, moving_labels, ids, fixed.shape)
+    return _hd95(_indexed(fixed_labels, warped_labels, labels, moving_labels), spacing)
+
+
+def _hd95(x: _Indexed, spacing: Sequence[float]) -> dict[int, float]:
+    ids, n, present, size_w = x.ids, len(x.ids), x.present, x.size_warped
+    fi, wi = x.fixed.reshape(x.shape), x.warped.reshape(x.shape)
     boxes_f = ndimage.find_objects(np.where(fi < n, fi + 1, 0), max_label=n)
     boxes_w = ndimage.find_objects(np.where(wi < n, wi + 1, 0), max_label=n)
     spacing = tuple(float(s) for s in spacing)

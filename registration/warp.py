@@ -148,11 +148,7 @@ def save_displacement(path: str | os.PathLike, disp: torch.Tensor,
     array = disp.detach().cpu().float().numpy()
     if path.endswith((".nii", ".nii.gz")):
         spec = FieldSpec("float32", tuple(array.shape), "displacement", "displacement in voxels")
-        image = to_nifti(array, spec, tuple(spacing))
-        if affine is not None:
-            image.set_qform(affine)
-            image.set_sform(affine)
-        nib.save(image, path)
+        nib.save(to_nifti(array, spec, tuple(spacing) if affine is None else affine), path)
     elif path.endswith(".npz"):
         np.savez_compressed(path, to_l2r(disp))
     else:

@@ -10,11 +10,12 @@ from pathlib import Path
 def write_atomically(path: str | os.PathLike, write: Callable[[Path], object],
                      partial: str | os.PathLike | None = None) -> Path:
     """``write(partial)`` writes the new file beside ``path``; it is then renamed over ``path``.
-    The partial file (default ``.NAME.partial`` in ``path``'s folder, which is created) is removed
-    whatever happens. Returns ``path``."""
+    The partial file (default ``.partial-NAME`` in ``path``'s folder, which is created; it keeps
+    the name's suffix, so writers that pick a format by the suffix write the right one) is
+    removed whatever happens. Returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial") if partial is None else Path(partial)
+    partial = path.with_name(f".partial-{path.name}") if partial is None else Path(partial)
     try:
         write(partial)
         os.replace(partial, path)

@@ -71,16 +71,16 @@ def _sample_affine(info: DatasetInfo, sample: dict[str, np.ndarray]) -> np.ndarr
     return np.diag([*map(float, info.spacing), 1.0])
 
 
-def to_nifti(array: np.ndarray, spec: FieldSpec, spacing: tuple[float, ...] | np.ndarray) -> nib.Nifti1Image:
-    """One stored field of one sample -> a NIfTI image with affine diag(spacing), or ``spacing``
-    itself when it is a (4, 4) affine.
+def to_nifti(array: np.ndarray, spec: FieldSpec, geometry: tuple[float, ...] | np.ndarray) -> nib.Nifti1Image:
+    """One stored field of one sample -> a NIfTI image whose affine is ``geometry``: a (4, 4)
+    affine, or 3 voxel sizes for diag(spacing).
 
     ``array``: the sample's field as stored, (D, H, W) for images and labels, (3, D, H, W) for a
     displacement field. Data: float32 (D, H, W) for images, the stored integer dtype for
     labels, float32 (D, H, W, 3) with intent "vector" for a displacement field.
     """
-    spacing = np.asarray(spacing, dtype=np.float64)
-    affine = spacing if spacing.shape == (4, 4) else np.diag([*spacing, 1.0])
+    geometry = np.asarray(geometry, dtype=np.float64)
+    affine = geometry if geometry.shape == (4, 4) else np.diag([*geometry, 1.0])
     image = nib.Nifti1Image(_nifti_data(array, spec), affine)
     header = image.header
     header.set_xyzt_units(xyz="mm")
@@ -122,8 +122,7 @@ def _exported_files(out_dir: str) -> set[str]:
 def _write_field(out_dir: str, name: str, spec: FieldSpec, array: np.ndarray, affine: np.ndarray) -> str:
     path = os.path.join(out_dir, f"{name}.nii.gz")
     image = to_nifti(array, spec, affine)
-    write_atomically(path, lambda partial: nib.save(image, partial),
-                     os.path.join(out_dir, f".{name}.partial.nii.gz"))  # nibabel picks the format by name
+    write_atomically(path, lambda partial: nib.save(image, partial))  # the partial keeps .nii.gz
     return path
 
 

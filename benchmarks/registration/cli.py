@@ -147,13 +147,11 @@ def _field_writer(out: str, sources: Sequence[PairSource]):
     """A callback writing each registered pair's field to ``out`` (made on the first write) under
     its Learn2Reg name; refuses up front two pairs that would share a file."""
     names = {s.name: fields.field_name(s.name, s.images) for s in sources}
-    images = {s.name: s.images for s in sources}
     fields.check_unique(names)
 
     def write(registered: Registered, result: PairResult) -> None:
         pair = registered.bench.pair
-        fields.write_field(os.path.join(out, names[pair.name]), registered.displacement,
-                           pair.spacing, fields.fixed_affine(images[pair.name]))
+        fields.write_field(os.path.join(out, names[pair.name]), registered.displacement, pair.spacing, pair.affine)
 
     return write
 

@@ -3,7 +3,8 @@
 A file holds the field the harness scored, (D, H, W, 3) float32 in voxels of the fixed grid,
 channel i along array axis i, ``warped(x) = moving(x + u(x))`` (Learn2Reg's format, read by its
 ``evaluation.py`` as ``map_coordinates(moving, identity + disp.transpose(3, 0, 1, 2))``), with the
-fixed image's NIfTI affine (``diag(spacing)`` where the fixed image has none). Where the harness
+fixed grid's affine as the harness loaded it (``RegistrationPair.affine``: the fixed image's
+voxel -> RAS mm map with any ``fixed_spacing``; ``diag(spacing)`` where the image has none). Where the harness
 resampled the moving image onto the fixed grid (grids that differ, ``align``, ``moving_shift``),
 the field points into that resampled image, not into the moving file's own voxels; Learn2Reg
 pairs share one grid, so there the two are the same.
@@ -25,7 +26,6 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 
@@ -71,20 +71,9 @@ def check_unique(names: dict[str, str]) -> None:
         seen[file] = pair
 
 
-def fixed_affine(images: tuple[Path, Path] | None) -> np.ndarray | None:
-    """(4, 4) float64 affine of the fixed image file when it is a NIfTI, else None."""
-    if images is not None and images[0].name.lower().endswith((".nii", ".nii.gz")):
-        return np.asarray(nib.load(images[0]).affine, dtype=np.float64)
-    return None
-
-
 def write_field(path: str | os.PathLike, displacement: torch.Tensor, spacing: Sequence[float],
                 affine: np.ndarray | None) -> None:
     """Write a (3, D, H, W) displacement (voxels) as a (D, H, W, 3) float32 NIfTI with ``affine``
     (``diag(spacing)`` when None) by :func:`registration.warp.save_displacement`; the file
     appears whole or not at all (:func:`synthgen.atomic_files.write_atomically`)."""
-    folder, name = os.path.split(os.fspath(path))
-    # the partial file keeps the .nii.gz ending: save_displacement picks the format by name
-    write_atomically(path, lambda partial: save_displacement(partial, displacement, spacing,
-                                                             affine=affine),
-                     os.path.join(folder, f".partial-{name}"))
+    write_atomically(path, lambda partial: save_displacement(partial, displacement, spacing, affine=affine))

@@ -132,10 +132,10 @@ def score(registered: Registered, initial: dict[str, float]) -> PairResult:
     label_dice: dict[int, float] = {}
     if pair.fixed_labels is not None and pair.moving_labels is not None:
         warped, moving = registered.warped_labels, pair.moving_labels
-        label_dice = metrics.dice(pair.fixed_labels, warped, pair.label_ids, moving_labels=moving)
+        label_dice, label_hd95 = metrics.label_scores(pair.fixed_labels, warped, pair.label_ids, pair.spacing,
+                                                      moving_labels=moving)
         scores["dice"] = metrics.label_mean(label_dice)
-        scores["hd95"] = metrics.label_mean(metrics.hd95(pair.fixed_labels, warped, pair.label_ids,
-                                                          pair.spacing, moving_labels=moving))
+        scores["hd95"] = metrics.label_mean(label_hd95)
     if pair.fixed_landmarks is not None and pair.moving_landmarks is not None:
         scores["tre"] = float(np.mean(metrics.tre(pair.fixed_landmarks, pair.moving_landmarks,
                                                   disp, pair.spacing)))

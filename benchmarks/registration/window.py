@@ -12,6 +12,7 @@ import torch
 
 from benchmarks.registration.run import Extractor
 from synthgen.errors import SynthgenError
+from synthgen.ingest.volume import apply_window
 
 Window = tuple[float, float]
 IMAGES = ("fixed", "moving")
@@ -45,12 +46,6 @@ def parse_windows(texts: Sequence[str]) -> dict[str, Window]:
                                     f"window; give each image one")
             windows[name] = (low, high)
     return windows
-
-
-def apply_window(image: torch.Tensor, window: Window) -> torch.Tensor:
-    """(D, H, W) real image -> (D, H, W) float32, clipped to ``window`` and mapped to [0, 1]."""
-    low, high = window
-    return (image.float().clamp(low, high) - low) / (high - low)
 
 
 def windowed(extractor: Extractor, windows: dict[str, Window]) -> Extractor:

@@ -24,7 +24,8 @@ Modules:
 """
 
 
-from registration.datasets.loading import TIE_BREAK, RegistrationPair, load_pair
+from registration.datasets.grids import TIE_BREAK
+from registration.datasets.loading import RegistrationPair, load_pair
 from registration.datasets.pair_files import (
     ALIGNMENTS,
     OPTION_COLUMNS,

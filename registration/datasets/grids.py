@@ -17,10 +17,17 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import torch
 
 from registration.datasets.pair_files import PairSpec, Spacing
 from registration.datasets.volumes import _Volume
 from synthgen.errors import SynthgenError
+from synthgen.ops.warp import warp_image, warp_labels
+
+# Nearest-neighbour resampling rounds half to even; grids whose centres are half a voxel apart
+# would then take alternately the lower and the upper voxel (duplicated and dropped planes).
+# Nudging label coordinates by this much (voxels) resolves every exact tie upwards instead.
+TIE_BREAK = 1e-3
 
 
 @dataclasses.dataclass
@@ -83,3 +90,17 @@ def _to_fixed_points(points: np.ndarray, matrix: np.ndarray | None) -> np.ndarra
         return points
     inverse = np.linalg.inv(matrix)
     return points @ inverse[:3, :3].T + inverse[:3, 3]
+
+
+def onto_grid(array: np.ndarray, displacement: torch.Tensor | None, labels: bool) -> torch.Tensor:
+    """``array`` (D', H', W') sampled at ``x + displacement(x)`` for the voxels x of another
+    grid (``displacement`` (3, D, H, W) in voxels of ``array``, e.g. from
+    ``registration.warp.affine_displacement``): trilinear, or for labels nearest with ties
+    resolved upwards (TIE_BREAK); zero outside ``array``. ``displacement`` None: ``array``
+    itself, as a tensor."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if displacement is None:
+        return tensor
+    if labels:
+        return warp_labels(tensor, displacement + TIE_BREAK, padding="zeros")
+    return warp_image(tensor, displacement, padding="zeros")

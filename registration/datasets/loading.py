@@ -14,16 +14,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from registration.datasets.grids import _fixed_to_moving, _grid, _to_fixed_points
+from registration.datasets.grids import _fixed_to_moving, _grid, _to_fixed_points, onto_grid
 from registration.datasets.labels import _label_ids, _labels, _landmarks
 from registration.datasets.pair_files import PairSpec, Spacing
 from registration.datasets.volumes import _image, _mask
-from registration.warp import affine_displacement, warp_image, warp_labels
-
-# Nearest-neighbour resampling rounds half to even; grids whose centres are half a voxel apart
-# would then take alternately the lower and the upper voxel (duplicated and dropped planes).
-# Nudging label coordinates by this much (voxels) resolves every exact tie upwards instead.
-TIE_BREAK = 1e-3
+from registration.warp import affine_displacement
 
 
 @dataclasses.dataclass
@@ -84,15 +79,9 @@ def load_pair(spec: PairSpec) -> RegistrationPair:
     landmarks = _landmarks(spec, labels)
 
     displacement = None if matrix is None else affine_displacement(matrix, fixed.shape)
-    tied = None if displacement is None else displacement + TIE_BREAK
 
     def onto_fixed(array: np.ndarray, labels_like: bool) -> torch.Tensor:
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
-        if displacement is None:
-            return tensor
-        if labels_like:
-            return warp_labels(tensor, tied, padding="zeros")
-        return warp_image(tensor, displacement, padding="zeros")
+        return onto_grid(array, displacement, labels_like)
 
     spacing = fixed_grid.spacing or moving_grid.spacing or (1.0, 1.0, 1.0)
     pair = RegistrationPair(name=spec.name, fixed=torch.from_numpy(fixed),

@@ -108,11 +108,11 @@ class Ingest(Engine):
 
         c = self.config
         if not c.per_volume:
-            image, labels, affine, _ = on_grid(self.config_dict(), index, self.shape)
+            image, labels, affine, _ = on_grid(c, index, self.shape)
         else:
-            image, labels, affine, mask = on_grid(self.config_dict(), index // c.per_volume, None)
+            image, labels, affine, (mask, table) = on_grid(c, index // c.per_volume, None)
             start, _ = choose_patch(mask, self.shape, float(c.min_foreground),
-                                    sample_generator(seed, index, PATCH_STREAM))
+                                    sample_generator(seed, index, PATCH_STREAM), table=table)
             box = tuple(slice(s, s + n) for s, n in zip(start, self.shape))
             image, labels = image[box], None if labels is None else labels[box]
             affine = affine @ translation(start)
@@ -150,36 +150,36 @@ def translation(offset: tuple[int, int, int]) -> np.ndarray:
     return matrix
 
 
-def on_grid(config: dict[str, Any], source: int, shape: tuple[int, int, int] | None
-            ) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray, torch.Tensor | None]:
+def on_grid(config: IngestConfig, source: int, shape: tuple[int, int, int] | None
+            ) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray, tuple[torch.Tensor, torch.Tensor] | None]:
     """Source volume ``source`` of an ingest ``config`` on its output grid: cropped/padded to
-    ``shape``, or (None) the grid covering the whole volume, with its foreground mask. The
-    last volume is cached, so the patches of one volume read and resample it once.
+    ``shape``, or (None) the grid covering the whole volume, with its foreground. The last
+    volume is cached, so the patches of one volume read and resample it once.
 
     Returns:
-        ``(image, labels, affine, mask)``: float32 (D, H, W); int64 (D, H, W) or None; (4, 4)
-        voxel -> RAS mm; bool (D, H, W) foreground, None with ``shape``.
+        ``(image, labels, affine, foreground)``: float32 (D, H, W); int64 (D, H, W) or None;
+        (4, 4) voxel -> RAS mm; without ``shape`` the bool (D, H, W) foreground mask and its
+        summed-volume table (``synthgen.ingest.patches``), else None.
     """
-    key = (json.dumps(config["sources"][source], sort_keys=True), config["spacing"], config["orientation"],
-           config["intensity"], bool(config["label_dtype"]), tuple(config["label_names"] or ()), shape)
+    key = (json.dumps(config.sources[source], sort_keys=True), config.spacing, config.orientation,
+           config.intensity, bool(config.label_dtype), tuple(config.label_names or ()), shape)
     return _on_grid_cached(key)
 
 
 @functools.lru_cache(maxsize=1)
-def _on_grid_cached(key: tuple) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray, torch.Tensor | None]:
+def _on_grid_cached(key: tuple) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray,
+                                         tuple[torch.Tensor, torch.Tensor] | None]:
     from registration.datasets.labels import read_label_map, read_mask_folder
     from registration.datasets.volumes import read_image
-    from synthgen.ingest.patches import foreground_mask
-    from synthgen.ingest.sources import sha256_file
+    from synthgen.ingest.patches import foreground_mask, summed_volume
+    from synthgen.ingest.sources import check_unchanged
     from synthgen.ingest.volume import check_orientation, covering_shape, normalise, output_affine, resample
 
     source_json, spacing, orientation, intensity, with_labels, label_names, shape = key
     source = json.loads(source_json)
     where = f"volume {source['name']}"
-    for name in ("image", "labels"):
-        if source.get(name) and sha256_file(source[name]) != source[f"{name}_sha256"]:
-            raise SynthgenError(f"{where}: {source[name]} changed since this dataset was started (SHA-256 "
-                                f"differs); restore the file, or ingest into a new --out")
+    check_unchanged(where, {source[name]: source[f"{name}_sha256"] for name in ("image", "labels")
+                            if source.get(name)})
     image, affine, _ = read_image(source["image"], where)
     if affine is None:
         raise SynthgenError(f"{where}: {source['image']} has no geometry (.npy/.npz); ingest NIfTI, NRRD "
@@ -193,4 +193,7 @@ def _on_grid_cached(key: tuple) -> tuple[torch.Tensor, torch.Tensor | None, np.n
         labels = (read_mask_folder(source["labels"], label_names, where, image.shape) if label_names
                   else read_label_map(source["labels"], where, image.shape))
         out_labels = resample(labels, affine, target, grid, labels=True)
-    return out_image, out_labels, target, None if shape else foreground_mask(out_image)
+    if shape:
+        return out_image, out_labels, target, None
+    mask = foreground_mask(out_image)
+    return out_image, out_labels, target, (mask, summed_volume(mask))

@@ -75,17 +75,13 @@ class IngestPairs(Ingest):
     def sample(self, seed: int, index: int, device: torch.device | str | None = None
                ) -> dict[str, torch.Tensor]:
         from registration.datasets import PairSpec, load_pair
-        from synthgen.ingest.sources import sha256_file
+        from synthgen.ingest.sources import check_unchanged
         from synthgen.ingest.volume import check_orientation, normalise, output_affine, resample
 
         c = self.config
         entry = c.pairs[index]
         spec = PairSpec.from_json(entry["spec"])
-        for column, digest in entry["sha256"].items():
-            path = entry["spec"][column]
-            if sha256_file(path) != digest:
-                raise SynthgenError(f"{spec.where}: {path} changed since this dataset was started (SHA-256 "
-                                    f"differs); restore the file, or ingest into a new --out")
+        check_unchanged(spec.where, {entry["spec"][column]: digest for column, digest in entry["sha256"].items()})
         pair = load_pair(spec)
         if pair.affine is None:
             raise SynthgenError(f"{spec.where}: the fixed image has no geometry; give fixed_spacing in the pair file")

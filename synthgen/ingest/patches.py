@@ -45,17 +45,25 @@ def foreground_mask(image: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(filled)).to(image.device)
 
 
+def summed_volume(mask: torch.Tensor) -> torch.Tensor:
+    """The (D + 1, H + 1, W + 1) int64 summed-volume table of a (D, H, W) bool mask (CPU):
+    entry (d, h, w) counts the foreground voxels before (d, h, w) on every axis."""
+    return torch.nn.functional.pad(mask.cpu().to(torch.int64).cumsum(0).cumsum(1).cumsum(2), (1, 0, 1, 0, 1, 0))
+
+
 def choose_patch(mask: torch.Tensor, patch: tuple[int, int, int], min_fraction: float,
-                 generator: torch.Generator) -> tuple[tuple[int, int, int], float]:
+                 generator: torch.Generator, table: torch.Tensor | None = None
+                 ) -> tuple[tuple[int, int, int], float]:
     """A patch position in ``mask`` (D, H, W) bool: of TRIES uniform draws, the first whose
     foreground fraction reaches ``min_fraction``, else the one with the largest fraction.
+    ``table``: the mask's ``summed_volume``, when the caller keeps it for several patches.
 
     Returns:
         ``(start, fraction)``: the patch's first voxel (d, h, w) and its foreground fraction.
     """
     room = [n - p + 1 for n, p in zip(mask.shape, patch)]
     starts = torch.stack([torch.randint(0, r, (TRIES,), generator=generator) for r in room], dim=1)
-    table = torch.nn.functional.pad(mask.cpu().to(torch.int64).cumsum(0).cumsum(1).cumsum(2), (1, 0, 1, 0, 1, 0))
+    table = summed_volume(mask) if table is None else table
     lo, hi = starts, starts + torch.tensor(patch)
     total = torch.zeros(TRIES, dtype=torch.int64)
     for corner in range(8):  # inclusion-exclusion over the box's corners

@@ -70,6 +70,15 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
+def check_unchanged(where: str, digests: dict[str, str]) -> None:
+    """Raise SynthgenError naming ``where`` unless every file (or folder) path of ``digests``
+    still has its recorded SHA-256."""
+    for path, digest in digests.items():
+        if sha256_file(path) != digest:
+            raise SynthgenError(f"{where}: {path} changed since this dataset was started (SHA-256 differs); "
+                                f"restore the file, or ingest into a new --out")
+
+
 def find_sources(images: str, labels: str | None = None) -> list[SourceVolume]:
     """The volumes named by ``images`` (and ``labels``), in a fixed order.
 

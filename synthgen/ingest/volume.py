@@ -15,10 +15,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from registration.datasets.loading import TIE_BREAK
+from registration.datasets.grids import onto_grid
 from registration.warp import affine_displacement
 from synthgen.errors import SynthgenError
-from synthgen.ops.warp import warp_image, warp_labels
 
 AXIS_LETTERS = {"R": (0, 1.0), "L": (0, -1.0), "A": (1, 1.0), "P": (1, -1.0), "S": (2, 1.0), "I": (2, -1.0)}
 FLOAT16_MAX = 65504.0
@@ -62,8 +61,16 @@ def normalise(image: np.ndarray, intensity: str, where: str) -> np.ndarray:
         return image
     if kind == "percentile":
         lo, hi = (float(v) for v in np.percentile(image, [lo, hi]))
-    scale = 1.0 / (hi - lo) if hi > lo else 0.0
-    return np.clip((image - lo) * scale, 0.0, 1.0).astype(np.float32)
+    if not hi > lo:  # a constant image
+        return np.zeros(image.shape, dtype=np.float32)
+    return apply_window(torch.from_numpy(image), (lo, hi)).numpy()
+
+
+def apply_window(image: torch.Tensor, window: tuple[float, float]) -> torch.Tensor:
+    """A real image (any shape) clipped to ``window`` = (low, high), low < high, and mapped
+    linearly to [0, 1], as float32 (also the harness's ``--intensity-window``)."""
+    low, high = window
+    return (image.float().clamp(low, high) - low) / (high - low)
 
 
 def output_affine(source_affine: np.ndarray, source_shape: tuple[int, ...], shape: tuple[int, int, int],
@@ -114,8 +121,4 @@ def resample(volume: np.ndarray, source_affine: np.ndarray, target_affine: np.nd
     """``volume`` (D', H', W') sampled on the grid of ``target_affine`` and ``shape``: float32
     trilinear for an image, int64 nearest for labels, 0 outside the source."""
     matrix = np.linalg.solve(source_affine, target_affine)  # output voxel -> source voxel
-    displacement = affine_displacement(matrix, shape)
-    tensor = torch.from_numpy(np.ascontiguousarray(volume))
-    if labels:
-        return warp_labels(tensor, displacement + TIE_BREAK, padding="zeros")
-    return warp_image(tensor, displacement, padding="zeros")
+    return onto_grid(volume, affine_displacement(matrix, shape), labels)

@@ -84,7 +84,7 @@ class DatasetInfo:
         for key in ("engine", "seed", "num_samples", "shard_size", "format_version", "synthgen_version",
                     "label_codec"):
             if mine[key] != theirs[key]:
-                diffs.append(f"{key}: {mine[key]} (existing) vs {theirs[key]} (requested)")
+                diffs.append(f"{key}: {_value_difference(mine[key], theirs[key])}")
         for key in sorted(set(mine["config"]) | set(theirs["config"])):
             a, b = mine["config"].get(key, "<unset>"), theirs["config"].get(key, "<unset>")
             if a != b:

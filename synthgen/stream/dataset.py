@@ -20,7 +20,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from synthgen.errors import SynthgenError
 from synthgen.store.reader import Dataset, open_dataset
 from synthgen.stream.crop import crop_start
-from synthgen.stream.order import epoch_order
+from synthgen.stream.order import epoch_order, sample_count
 from synthgen.stream.partition import rank_count, rank_indices, worker_indices
 from synthgen.stream.reading import ON_ERROR, fill_batch, read_ahead, warn_skipped
 
@@ -262,8 +262,7 @@ class ShardStream(IterableDataset):
         return state
 
     def _epoch_size(self) -> int:
-        info = self.dataset.info
-        return sum(stop - start for start, stop in (info.shard_range(k) for k in self._shards))
+        return sample_count(self.dataset.info, self._shards)
 
     def _list_shards(self, dataset: Dataset) -> list[int]:
         if self._fixed_shards is not None:

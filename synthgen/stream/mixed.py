@@ -31,7 +31,7 @@ from synthgen.errors import SynthgenError
 from synthgen.seeding import seed_from
 from synthgen.store.reader import Dataset
 from synthgen.stream.dataset import ShardStream
-from synthgen.stream.order import epoch_order, epoch_rng
+from synthgen.stream.order import epoch_order, epoch_rng, sample_count
 from synthgen.stream.reading import fill_batch
 
 SOURCE_SHIFT = 40  # an item is source << SOURCE_SHIFT | sample index
@@ -125,7 +125,8 @@ class MixedStream(ShardStream):
         return self._shards  # per source; set_epoch refreshes the children's lists
 
     def _epoch_size(self) -> int:
-        return self.epoch_size or sum(len(self._source_order(k, 0)) for k in range(len(self.children)))
+        return self.epoch_size or sum(sample_count(child.dataset.info, shards)
+                                      for child, shards in zip(self.children, self._shards))
 
     def _source_order(self, k: int, repeat: int) -> np.ndarray:
         """Source k's samples in its ``repeat``-th independent order of this epoch."""

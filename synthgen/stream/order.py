@@ -45,6 +45,11 @@ def epoch_order(info: DatasetInfo, shards: list[int], seed: int, epoch: int, shu
     return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int64)
 
 
+def sample_count(info: DatasetInfo, shards: list[int]) -> int:
+    """Samples in ``shards`` (what one epoch of them holds)."""
+    return sum(stop - start for start, stop in (info.shard_range(int(k)) for k in shards))
+
+
 def _samples_of(info: DatasetInfo, shards: list[int]) -> np.ndarray:
     ranges = [np.arange(*info.shard_range(k), dtype=np.int64) for k in shards]
     return np.concatenate(ranges) if ranges else np.zeros(0, dtype=np.int64)

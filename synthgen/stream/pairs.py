@@ -61,10 +61,18 @@ class PairStream(ShardStream):
 
     def epoch_order(self) -> np.ndarray:
         """Pair positions 0..N-1 of the epoch (pair k is ``_pair(k)``)."""
-        return np.arange(len(super().epoch_order()), dtype=np.int64)
+        return np.arange(self._epoch_size(), dtype=np.int64)
+
+    def _samples(self) -> np.ndarray:
+        """ShardStream's sample order of this epoch, computed once per epoch and shard list."""
+        key = (self.epoch, tuple(self._shards))
+        cached = getattr(self, "_samples_cached", None)
+        if cached is None or cached[0] != key:
+            cached = self._samples_cached = (key, super().epoch_order())
+        return cached[1]
 
     def _pair(self, positions: list[int]) -> tuple[list[int], list[int]]:
-        samples = super().epoch_order()
+        samples = self._samples()
         mapping = partners(len(samples), self.seed, self.epoch)
         return [int(samples[k]) for k in positions], [int(samples[mapping[k]]) for k in positions]
 
