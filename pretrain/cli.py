@@ -32,7 +32,8 @@ def build_train_parser() -> argparse.ArgumentParser:
         f"Config layers: loop defaults < recipe defaults < --config < --set. "
         f"Re-export features from a run with `{PROG} export RUN --out features.pt`."))
     parser.add_argument("recipe", help="recipe name (e.g. contrastive) or package.module:Class")
-    parser.add_argument("--data", default=None, help="dataset path or URL (required unless --resume)")
+    parser.add_argument("--data", default=None, help="dataset path, URL or generate: spec, or a mix "
+                        "\"synth.zarr:0.8,real.zarr:0.2\" (required unless --resume)")
     parser.add_argument("--out", required=True, help="run directory (checkpoints, logs, features.pt)")
     parser.add_argument("--config", default=None, metavar="PRESET_OR_FILE",
                         help="a preset (tiny, default, ...) or a JSON/YAML file of config sections")

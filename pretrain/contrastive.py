@@ -1,6 +1,10 @@
 """The anatomix recipe: multi-positive supervised contrastive pretraining of a UNet on two views of
 a label ensemble (Dey et al. §3, App. B.2-B.4; reference/trainers.md §3).
 
+Data: a label-ensemble dataset (``view1``, ``view2``, ``labels``), or any dataset with an
+``image`` and its ``labels`` (``synthgen ingest --labels``), whose image fills both views (the
+online augmentation then differs per view), alone or mixed (``--data synth.zarr:0.8,real.zarr:0.2``).
+
 One step: both views of each sample go through the UNet as one batch (so BatchNorm statistics
 are shared by the views, as the published code); at each loss layer (conv outputs before their
 norm) ``locations`` voxels are drawn per sample, shared by its two views; each layer's samples
@@ -115,15 +119,22 @@ class ContrastiveRecipe(Recipe):
     def augment(self) -> bool:
         return True
 
+    @property
+    def field_sources(self) -> dict[str, tuple[str, ...]]:
+        """A label ensemble's two views, or one image (real, ingested) as both views: the
+        online augmentation then makes the views differ in appearance only."""
+        return {"view1": ("view1", "image"), "view2": ("view2", "image"), "labels": ("labels",)}
+
     def check_dataset(self, dataset: Dataset) -> None:
-        schema = dataset.full_schema
+        schema, fields = dataset.full_schema, self.field_map(dataset)
         wanted = {"view1": "image", "view2": "image", "labels": "labels"}
-        if all(name in schema and schema[name].kind == kind for name, kind in wanted.items()):
+        if all(name in fields and schema[fields[name]].kind == kind for name, kind in wanted.items()):
             return
         raise SynthgenError(
-            f"contrastive pretraining needs two views and their label map (fields view1, view2, labels); "
-            f"{dataset.path} was made by engine {dataset.info.engine!r} with fields {', '.join(schema)}; "
-            f"make a dataset with `synthgen generate --engine label-ensemble --out PATH`")
+            f"contrastive pretraining needs two views and their label map (fields view1, view2, labels) or an "
+            f"image and its label map (image, labels); {dataset.path} was made by engine {dataset.info.engine!r} "
+            f"with fields {', '.join(schema)}; make a dataset with `synthgen generate --engine label-ensemble "
+            f"--out PATH` or `synthgen ingest --images DIR --labels DIR --out PATH`")
 
     def check_crop(self, shape: tuple[int, int, int]) -> None:
         try:

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from pretrain import checkpoint as ckpt
-from pretrain.batches import Split, TrainBatches, resolve_crop, split_shards, stream_fields, validation_batches
+from pretrain.batches import TrainBatches, validation_batches
 from pretrain.config import RunConfig, differing_keys, from_dict
 from pretrain.distributed import Distributed, init_distributed, wrap_modules
 from pretrain.export import export_features
@@ -50,14 +50,13 @@ from pretrain.metrics_log import RunLog
 from pretrain.optim import apply_schedule, build_optimizer, build_scheduler
 from pretrain.recipe import Recipe
 from pretrain.registry import get_recipe
+from pretrain.sources import RunData
 from synthgen.config_values import field_names, unknown_keys
 from synthgen.errors import SynthgenError
 from synthgen.ops.augment.online import OnlineAugmentConfig
 from synthgen.seeding import (BUILD_STREAM, GLOBAL_STREAM, STEP_STREAM, VALIDATION_STREAM, named_generator,
                                named_seed)
-from synthgen.store import open_dataset
 from synthgen.store.output_paths import check_output_path
-from synthgen.stream import DeviceStage, ShardStream
 
 CONFIG_FILE = "config.json"
 FEATURES_FILE = "features.pt"
@@ -143,22 +142,16 @@ class _Run:
     def run(self, resume: bool, stop_after: int | None) -> dict[str, Any]:
         started = time.perf_counter()
         saved = self._open_run_dir(resume)
-        dataset = open_dataset(self.config.data.path)
-        self.recipe.check_dataset(dataset)
-        crop = resolve_crop(self.config.crop, dataset)
-        self.recipe.check_crop(crop or tuple(dataset.info.shape))
-        fields = stream_fields(self.recipe.fields, dataset)
+        self.sources = RunData(self.recipe, self.config, saved["split"] if saved else None)
         augment = self._augment_config() if self.recipe.augment else None
-        held_out = self.config.data.val_shards if self.config.train.val_every else 0
-        self.split = Split(**saved["split"]) if saved else split_shards(dataset, held_out)
         self._write_config()
         self.log = RunLog(self.run_dir, self.config.train.steps, enabled=self.ctx.is_main)
         try:
             self._build(saved)
-            self._build_data(fields, crop, augment, saved)
+            self._build_data(augment, saved)
             if saved:
                 self._restore_rng(saved["rng"])
-            self._announce(dataset.path, saved)
+            self._announce(saved)
             with self._stop_on_signals():
                 self._loop(stop_after)
             finished = self.step >= self.config.train.steps
@@ -241,21 +234,19 @@ class _Run:
         self.wrapped = wrap_modules(self.modules, self.ctx, train.find_unused_parameters)
         _seed_everything(named_seed(train.seed, GLOBAL_STREAM, self.ctx.rank))
 
-    def _build_data(self, fields: list[str], crop: tuple[int, int, int] | None, augment: dict[str, Any] | None,
-                    saved: dict[str, Any] | None) -> None:
+    def _build_data(self, augment: dict[str, Any] | None, saved: dict[str, Any] | None) -> None:
         data = self.config.data
-        common = {"fields": fields, "seed": data.seed, "crop": crop, "on_error": data.on_error,
-                  "batch_size": data.batch_size, "block_shards": data.block_shards}
-        stream = ShardStream(data.path, shuffle=data.shuffle, shards=self.split.train, **common)
+        common = {"seed": data.seed, "on_error": data.on_error, "batch_size": data.batch_size,
+                  "block_shards": data.block_shards}
+        stream = self.sources.stream(validation=False, **common)
         self.batches = TrainBatches(stream, data.workers, data.prefetch, pin_memory=self.device.type == "cuda")
         if saved:
             self.batches.load_state_dict(saved["stream"])
-        self.stage = DeviceStage(data.path, augment=self.recipe.augment, augment_config=augment, seed=data.seed)
+        self.stage = self.sources.stage(stream, augment)
         self.val_stream = None
-        if self.split.val and self.config.train.val_every:
-            self.val_stream = ShardStream(data.path, shuffle=False, shards=self.split.val, **common)
-            self.val_stage = DeviceStage(data.path, augment=self.recipe.augment, augment_config=augment,
-                                         seed=data.seed)
+        if self.sources.has_validation and self.config.train.val_every:
+            self.val_stream = self.sources.stream(validation=True, **common)
+            self.val_stage = self.sources.stage(self.val_stream, augment)
 
     def _restore_rng(self, states: list[dict[str, Any]]) -> None:
         """This rank's saved random states, or fresh seeds after a change of world size."""
@@ -264,9 +255,11 @@ class _Run:
         else:
             _seed_everything(named_seed(self.config.train.seed, GLOBAL_STREAM, self.ctx.rank, self.step))
 
-    def _announce(self, path: str, saved: dict[str, Any] | None) -> None:
+    def _announce(self, saved: dict[str, Any] | None) -> None:
         train_count = self.batches.stream.num_samples * self.ctx.world_size
-        held = f", shards {self.split.val} held out for validation" if self.split.val else ""
+        held_out = self.sources.held_out()
+        held = f", {held_out} held out for validation" if held_out else ""
+        path = self.sources.path
         amp = "off" if self.amp is None else str(self.amp).removeprefix("torch.")
         start = f"resuming at step {self.step}" if saved else "starting"
         self.log.message(f"{self.recipe.name}: {path} ({train_count} training samples this epoch{held}) -> "
@@ -349,7 +342,7 @@ class _Run:
             return
         count = min(self.config.train.val_batches, len(self.val_stream))
         if count == 0:
-            self.log.message(f"validation skipped: the held-out shards {self.split.val} give no batch per rank")
+            self.log.message(f"validation skipped: the held-out {self.sources.held_out()} give no batch per rank")
             return
         totals: dict[str, float] = {}
         for module in self.modules.values():
@@ -381,7 +374,7 @@ class _Run:
                    "modules": {name: ckpt.module_entry(name, m) for name, m in self.modules.items()},
                    "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                    "scaler": self.scaler.state_dict(), "step": self.step, "epoch": self.batches.epoch,
-                   "rng": rng, "stream": self.batches.state_dict(), "split": dataclasses.asdict(self.split),
+                   "rng": rng, "stream": self.batches.state_dict(), "split": self.sources.split_state(),
                    "world_size": self.ctx.world_size, "best": self.best}
         path = ckpt.save_checkpoint(self.run_dir / name, payload)
         if keep:

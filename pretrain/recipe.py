@@ -62,6 +62,14 @@ class Recipe(ABC):
         """The stream fields a batch needs (e.g. ``("view1", "view2", "labels")``)."""
 
     @property
+    def field_sources(self) -> dict[str, tuple[str, ...]]:
+        """For each of :attr:`fields`, the dataset fields that can fill it, in order of
+        preference (default: the field itself). The contrastive recipe's views, for instance,
+        come from a label ensemble's ``view1``/``view2`` or, both of them, from an ingested
+        ``image``."""
+        return {name: (name,) for name in self.fields}
+
+    @property
     def augment(self) -> bool:
         """Whether the loop applies the label-ensemble online augmentation on the device."""
         return False
@@ -69,7 +77,16 @@ class Recipe(ABC):
     @abstractmethod
     def check_dataset(self, dataset: Dataset) -> None:
         """Raise :class:`synthgen.errors.SynthgenError` (one line: the problem and the fix) when
-        ``dataset`` cannot feed this recipe (wrong engine, missing fields)."""
+        ``dataset`` cannot feed this recipe (wrong engine, missing fields; see
+        :meth:`field_map`)."""
+
+    def field_map(self, dataset: Dataset) -> dict[str, str]:
+        """Each of :attr:`fields` -> the field of ``dataset`` (stored or derived) that fills it:
+        the first of its :attr:`field_sources` the dataset has (absent where it has none)."""
+        schema = dataset.full_schema
+        found = {name: next((s for s in sources if s in schema), None)
+                 for name, sources in self.field_sources.items()}
+        return {name: source for name, source in found.items() if source is not None}
 
     def check_crop(self, shape: tuple[int, int, int]) -> None:
         """Raise :class:`synthgen.errors.SynthgenError` when volumes of spatial ``shape`` (the

@@ -29,6 +29,9 @@ GLOBAL_STREAM = 5  # named stream: a rank's global RNGs (torch, numpy, random), 
 STEP_STREAM = 6  # named stream: a recipe's draws in one training step, keyed (step, rank)
 VALIDATION_STREAM = 7  # named stream: a recipe's draws in validation batch i, keyed (i, rank)
 PATCH_STREAM = 8  # sample stream: ingest's patch position in its volume
+MIX_STREAM = 9  # named stream: a mixed stream's interleaving of its sources, keyed (epoch,)
+MIX_SOURCE_STREAM = 10  # named stream: a mixed source's crops, keyed (k,), and its r-th order, keyed (k, r)
+PAIR_STREAM = 11  # named stream: a pair stream's partner permutation, keyed (epoch,)
 
 
 def seed_from(*entropy: int) -> int:

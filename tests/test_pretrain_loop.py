@@ -27,7 +27,7 @@ from torch import nn
 from pretrain.checkpoint import load_checkpoint, load_module
 from pretrain.cli import main
 from pretrain.config import ScheduleConfig, build_config
-from pretrain import loop
+from pretrain import sources
 from pretrain.loop import train
 from pretrain.optim import lr_factor
 from pretrain.recipe import Recipe
@@ -245,7 +245,7 @@ def test_data_wait_is_reported_per_interval_and_for_the_run(dataset: Path, tmp_p
     monkeypatch.setenv(SLEEP_ENV, str(BUSY_STEP))
     busy = data_figures(tmp_path / "busy", capsys, tiny_config(dataset, **overrides))
     monkeypatch.setenv(SLEEP_ENV, "0")
-    monkeypatch.setattr(loop, "ShardStream", SlowReaderStream)
+    monkeypatch.setattr(sources, "ShardStream", SlowReaderStream)
     starved = data_figures(tmp_path / "starved", capsys, tiny_config(dataset, **overrides, **{"data.workers": 1}))
     for figures in (busy, starved):
         fractions = [r["wait_fraction"] for r in figures["jsonl"]]

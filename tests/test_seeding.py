@@ -8,13 +8,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from synthgen.seeding import (AUGMENT_STREAM, BUILD_STREAM, GLOBAL_STREAM, LABEL_STREAM, PATCH_STREAM, STEP_STREAM,
-                              VALIDATION_STREAM, VIEW_STREAMS, named_generator, named_seed, sample_generator,
+from synthgen.seeding import (AUGMENT_STREAM, BUILD_STREAM, GLOBAL_STREAM, LABEL_STREAM, MIX_SOURCE_STREAM,
+                              MIX_STREAM, PAIR_STREAM, PATCH_STREAM, STEP_STREAM, VALIDATION_STREAM, VIEW_STREAMS, named_generator, named_seed, sample_generator,
                               sample_seed, seed_from)
 from synthgen.stream import DeviceStage
 
 SAMPLE_STREAMS = (LABEL_STREAM, *VIEW_STREAMS)
-NAMED_STREAMS = (AUGMENT_STREAM, BUILD_STREAM, GLOBAL_STREAM, STEP_STREAM, VALIDATION_STREAM)
+NAMED_STREAMS = (AUGMENT_STREAM, BUILD_STREAM, GLOBAL_STREAM, STEP_STREAM, VALIDATION_STREAM, MIX_STREAM,
+                 MIX_SOURCE_STREAM, PAIR_STREAM)
 SPEC = "generate:label-ensemble?n=3000&size=32&seed=0"
 
 
@@ -49,9 +50,9 @@ def test_augmentation_never_draws_from_a_sample_stream_of_the_same_sample(stage:
 
 
 def test_named_seeds_are_disjoint_from_every_sample_seed_and_from_each_other() -> None:
-    """No seed of a named stream (the augmentation's and the training loop's) with one- or
-    two-integer keys below 200 equals a sample seed of any index below 200 and stream up to
-    PATCH_STREAM (seeds 0 and 5), and no two streams or keys share a seed."""
+    """No seed of a named stream (the augmentation's, the training loop's, the mixed and pair
+    streams') with one- or two-integer keys below 200 equals a sample seed of any index below
+    200 and stream up to PATCH_STREAM (seeds 0 and 5), and no two streams or keys share a seed."""
     keys = [(k,) for k in range(200)] + [(k, r) for k in range(200) for r in range(200)]
     for seed in (0, 5):
         samples = {sample_seed(seed, index, stream) for index in range(200) for stream in range(PATCH_STREAM + 1)}

@@ -9,9 +9,10 @@
    stated once, to the stream.
 3. Optionally, the label-ensemble online augmentation (shared flips and affine, per-view blur,
    noise, bias field, gamma, motion), with parameters drawn from the named stream
-   ``AUGMENT_STREAM`` of the stream seed, keyed by the epoch and the batch's sample indices: the
-   same batch of the same epoch gets the same augmentation, and the augmentation never draws
-   from a generator that made a sample (see :mod:`synthgen.seeding`).
+   ``AUGMENT_STREAM`` of the stream seed, keyed by the epoch and the batch's sample indices
+   (a mixed stream's items, source and index together): the same batch of the same epoch gets
+   the same augmentation, and the augmentation never draws from a generator that made a sample
+   (see :mod:`synthgen.seeding`).
 
 Volumes leave the stage as (B, 1, D, H, W): images float32, labels int64.
 """
@@ -27,6 +28,7 @@ from synthgen.ops.augment.online import OnlineAugment
 from synthgen.seeding import AUGMENT_STREAM, named_generator
 from synthgen.store.reader import open_dataset
 from synthgen.stream.crop import apply_crop
+from synthgen.stream.mixed import SOURCE_SHIFT, MixedStream
 
 
 class DeviceStage:
@@ -34,7 +36,7 @@ class DeviceStage:
 
     Args:
         path: the dataset the stream reads (for its engine, seed and schema): a store or a
-            ``generate:`` spec.
+            ``generate:`` spec; or the MixedStream itself (for its batch fields' kinds).
         crop: optional, the stream's crop; deferred crops take their size from the batch, and
             a ``crop`` that differs from it is refused (SynthgenError).
         augment: apply the online augmentation (needs ``labels``, ``view1`` and ``view2``).
@@ -42,18 +44,22 @@ class DeviceStage:
         seed: the augmentation's seed (use the stream's).
     """
 
-    def __init__(self, path: str, crop: tuple[int, int, int] | None = None, augment: bool = False,
+    def __init__(self, path: str | MixedStream, crop: tuple[int, int, int] | None = None, augment: bool = False,
                  augment_config: dict[str, Any] | None = None, seed: int = 0) -> None:
-        self.dataset = dataset = open_dataset(path)
-        self.derived = dict(dataset.derived_schema)
-        self.volume_fields = {**dataset.info.schema, **self.derived}
+        if isinstance(path, MixedStream):
+            self.dataset, self.derived, self.volume_fields = None, {}, path.volume_schema
+        else:
+            self.dataset = open_dataset(path)
+            self.derived = dict(self.dataset.derived_schema)
+            self.volume_fields = {**self.dataset.info.schema, **self.derived}
         self.crop = crop
         self.augment = OnlineAugment(augment_config) if augment else None
         self.seed, self.epoch = int(seed), 0
 
     def __call__(self, batch: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
-        batch = {name: value.to(device, non_blocking=True) for name, value in batch.items()}
         indices = batch["index"].tolist()
+        keys = indices if "source" not in batch else ((batch["source"] << SOURCE_SHIFT) | batch["index"]).tolist()
+        batch = {name: value.to(device, non_blocking=True) for name, value in batch.items()}
         if self.derived:
             rendered = [self.dataset.derive({name: batch[name][i] for name in batch if name in self.volume_fields},
                                             index, device=device)
@@ -71,7 +77,7 @@ class DeviceStage:
                 value = batch[name].unsqueeze(1) if batch[name].dim() == 4 else batch[name]
                 batch[name] = value.long() if spec.kind == "labels" else value.float()
         if self.augment is not None:
-            batch = self.augment(batch, self.batch_generator(indices))
+            batch = self.augment(batch, self.batch_generator(keys))
         return batch
 
     def _deferred_crop(self, sizes: torch.Tensor | None) -> tuple[int, ...]:
@@ -93,5 +99,5 @@ class DeviceStage:
 
     def batch_generator(self, indices: list[int]) -> torch.Generator:
         """The augmentation's CPU generator for a batch: named stream ``AUGMENT_STREAM`` of the
-        seed, keyed by (epoch, the batch's sample indices in order)."""
+        seed, keyed by (epoch, the batch's sample indices in order; a mixed stream's items)."""
         return named_generator(self.seed, AUGMENT_STREAM, self.epoch, *indices)

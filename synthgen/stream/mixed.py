@@ -5,13 +5,15 @@ An epoch of E items (``epoch_size``, default: the datasets' committed samples to
 the first ones of its own epoch order (ShardStream's order with a seed of its own), continued
 with further independent orders when it must repeat (a small real set mixed into a large
 synthetic one), and never more than needed. The sources are interleaved by a permutation drawn
-from (seed, epoch) (without ``shuffle``, evenly). Items are the epoch's order like samples in
+from (seed, epoch) (without ``shuffle``, evenly). The sources' seeds and the interleaving are
+named streams of the stream's seed (``MIX_SOURCE_STREAM``, ``MIX_STREAM``). Items are the epoch's order like samples in
 ShardStream, so ranks, workers, equal counts and exact mid-epoch resume are ShardStream's own;
 the state also records the sources, proportions and epoch size, and a stream with others refuses
 it (MosaicML Streaming's ``Stream(proportion=...)`` resumed wrongly when the mix changed).
 
 Fields are named by the consumer: ``fields`` maps each source's stored names onto the batch's
-(``{"view1": "image"}`` lets an ingested ``image`` fill a recipe's ``view1``). Every batch field
+(``{"view1": "image", "view2": "image"}`` lets an ingested ``image`` fill both views of a
+recipe; a stored field is read once and copied to every batch field it fills). Every batch field
 must have one row shape and dtype across the sources (give a ``crop`` to mix volumes of other
 sizes). Batches add ``"source"`` (B,) int64, which dataset each row came from, beside
 ``"index"``, its sample index there. Datasets whose fields are rendered on the training device
@@ -28,24 +30,26 @@ import numpy as np
 import torch
 
 from synthgen.errors import SynthgenError
-from synthgen.seeding import seed_from
+from synthgen.seeding import MIX_SOURCE_STREAM, MIX_STREAM, named_seed
+from synthgen.engines.base import FieldSpec
 from synthgen.store.reader import Dataset
 from synthgen.stream.dataset import ShardStream
-from synthgen.stream.order import epoch_order, epoch_rng, sample_count
+from synthgen.stream.order import epoch_order, sample_count
 from synthgen.stream.reading import fill_batch
 
 SOURCE_SHIFT = 40  # an item is source << SOURCE_SHIFT | sample index
-MIX_TAG = 0x313C  # separates the interleaving's stream from the sources' orders
 
 
 @dataclasses.dataclass(frozen=True)
 class MixSource:
-    """One dataset of a mix: its path, its share of every epoch, and where the batch's fields
-    come from (batch name -> stored name; unnamed fields keep their names)."""
+    """One dataset of a mix: its path, its share of every epoch, where the batch's fields
+    come from (batch name -> stored name; unnamed fields keep their names), and optionally the
+    only shard ids to read (default: every committed shard, re-listed each epoch)."""
 
     path: str
     proportion: float
     fields: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    shards: tuple[int, ...] | None = None
 
     def stored(self, name: str) -> str:
         return self.fields.get(name, name)
@@ -96,21 +100,25 @@ class MixedStream(ShardStream):
             raise SynthgenError("a mix needs at least one dataset, each with a proportion > 0")
         if options.get("on_error", "raise") != "raise":
             raise SynthgenError("a mixed stream raises on damaged samples; repair the dataset (synthgen verify)")
+        if "shards" in options:
+            raise SynthgenError("give a mixed stream's shards per dataset: MixSource(path, proportion, shards=...)")
         if epoch_size is not None and epoch_size < 1:
             raise SynthgenError(f"epoch_size must be >= 1, got {epoch_size}")
         names = list(fields) if fields is not None else _common_fields(self.sources)
         child_options = {k: v for k, v in options.items() if k not in ("rank", "world_size", "batch_size")}
-        self.children = [ShardStream(s.path, fields=[s.stored(f) for f in names], rank=0, world_size=1,
-                                     **{**child_options, "seed": seed_from(options.get("seed", 0), k)})
+        seed = int(options.get("seed", 0))
+        self.children = [ShardStream(s.path, fields=sorted({s.stored(f) for f in names}), rank=0, world_size=1,
+                                     shards=s.shards, **{**child_options, "seed": named_seed(seed, MIX_SOURCE_STREAM, k)})
                          for k, s in enumerate(self.sources)]
         self._shards = [child._shards for child in self.children]  # what the base constructor lists
-        super().__init__(self.sources[0].path, fields=[self.sources[0].stored(f) for f in names], **options)
+        super().__init__(self.sources[0].path, fields=self.children[0].fields, **options)
         self.fields, self.epoch_size = names, epoch_size
         if any(child.defer_crop for child in self.children):
             raise SynthgenError("a dataset of the mix renders its views on the training device (--store labels); "
                                 "mix datasets that store their views, or stream it alone")
         layouts = [child._rows() for child in self.children]
-        for name, stored in zip(names, zip(*[layout.values() for layout in layouts])):
+        for name in names:
+            stored = [layout[s.stored(name)] for s, layout in zip(self.sources, layouts)]
             if len(set(stored)) > 1:
                 raise SynthgenError(f"field {name} has other shapes or dtypes in the mixed datasets "
                                     f"({sorted(map(str, set(stored)))}); give a crop, or map the fields onto matching ones")
@@ -131,8 +139,8 @@ class MixedStream(ShardStream):
     def _source_order(self, k: int, repeat: int) -> np.ndarray:
         """Source k's samples in its ``repeat``-th independent order of this epoch."""
         child = self.children[k]
-        return epoch_order(child.dataset.info, self._shards[k], seed_from(child.seed, repeat), self.epoch,
-                           self.shuffle, self.block_shards)
+        return epoch_order(child.dataset.info, self._shards[k], named_seed(self.seed, MIX_SOURCE_STREAM, k, repeat),
+                           self.epoch, self.shuffle, self.block_shards)
 
     def epoch_order(self) -> np.ndarray:
         """The epoch's items, ``source << SOURCE_SHIFT | sample index``, in consumption order."""
@@ -149,7 +157,7 @@ class MixedStream(ShardStream):
             taken.append(np.concatenate(parts)[:count] if parts else np.zeros(0, dtype=np.int64))
         tags = np.repeat(np.arange(len(counts)), counts)
         if self.shuffle:
-            tags = tags[epoch_rng(self.seed ^ MIX_TAG, self.epoch).permutation(len(tags))]
+            tags = tags[np.random.default_rng(named_seed(self.seed, MIX_STREAM, self.epoch)).permutation(len(tags))]
         else:
             tags = tags[np.argsort(np.concatenate([(np.arange(c) + 0.5) / c for c in counts]), kind="stable")]
         items = np.empty(len(tags), dtype=np.int64)
@@ -169,11 +177,19 @@ class MixedStream(ShardStream):
             child.epoch = self.epoch
 
     def _mix(self) -> dict[str, Any]:
-        return {"sources": [[s.path, s.proportion, dict(s.fields)] for s in self.sources],
+        return {"sources": [[s.path, s.proportion, dict(s.fields), None if s.shards is None else list(s.shards)]
+                            for s in self.sources],
                 "epoch_size": self.epoch_size}
 
+    @property
+    def volume_schema(self) -> dict[str, FieldSpec]:
+        """Each batch field's stored spec (the first dataset's), by batch name."""
+        schema = self.children[0].dataset.info.schema
+        return {name: schema[self.sources[0].stored(name)] for name in self.fields}
+
     def _rows(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-        return dict(zip(self.fields, self.children[0]._rows().values()))
+        rows = self.children[0]._rows()
+        return {name: rows[self.sources[0].stored(name)] for name in self.fields}
 
     def _read_batch(self, dataset: Dataset, indices: list[int], out: dict[str, torch.Tensor]
                     ) -> tuple[dict[str, torch.Tensor], dict[int, SynthgenError]]:
@@ -183,13 +199,13 @@ class MixedStream(ShardStream):
             rows = np.flatnonzero(source == k)
             if len(rows) == 0:
                 continue
-            picked = sample[rows].tolist()
-            part = {f: np.empty((len(rows), *out[f].shape[1:]), dtype=out[f].numpy().dtype) for f in self.fields}
+            picked, stored = sample[rows].tolist(), self.sources[k].stored
+            part = {stored(f): np.empty((len(rows), *out[f].shape[1:]), dtype=out[f].numpy().dtype)
+                    for f in self.fields}
             crops = [child._crop_start(i) for i in picked] if self.crop is not None else None
-            fill_batch(child.dataset, picked, {self.sources[k].stored(f): part[f] for f in self.fields}, "raise",
-                       crops, self.crop)
+            fill_batch(child.dataset, picked, part, "raise", crops, self.crop)
             for f in self.fields:
-                out[f].numpy()[rows] = part[f]
+                out[f].numpy()[rows] = part[stored(f)]
         batch = dict(out)
         batch["index"], batch["source"] = torch.from_numpy(sample), torch.from_numpy(source)
         return batch, {}

@@ -3,8 +3,9 @@
 Registration trainers want pairs; most real collections are single volumes. An epoch of a
 PairStream has one pair per committed sample: pair k fixes sample ``order[k]`` (ShardStream's
 epoch order) and moves sample ``order[partner[k]]``, where ``partner`` is a permutation drawn
-from (seed, epoch) alone with ``partner[k] != k`` (a random cyclic shift of a second shuffle, so
-no sample is its own partner and every sample is moved exactly once). Pairs are items of the
+from (seed, epoch) alone (named stream ``PAIR_STREAM``) with ``partner[k] != k`` (a random
+cyclic shift of a second shuffle, so no sample is its own partner and every sample is moved
+exactly once). Pairs are items of the
 epoch like samples in ShardStream, so ordering, rank partitioning, equal counts, workers and
 exact mid-epoch resume are ShardStream's own. A dataset that stores pairs (``fixed``/``moving``
 fields) streams as it is with ShardStream.
@@ -25,10 +26,8 @@ import torch
 from synthgen.errors import SynthgenError
 from synthgen.store.reader import Dataset
 from synthgen.stream.dataset import ShardStream
-from synthgen.stream.order import epoch_rng
+from synthgen.seeding import PAIR_STREAM, named_seed
 from synthgen.stream.reading import fill_batch
-
-PAIR_TAG = 0x9A125  # separates the partner permutation's stream from the order's
 
 
 def pair_field(side: str, field: str) -> str:
@@ -41,7 +40,7 @@ def partners(count: int, seed: int, epoch: int) -> np.ndarray:
     """(count,) int64 permutation of positions with no fixed point (for count >= 2)."""
     if count < 2:
         return np.zeros(count, dtype=np.int64)
-    rng = epoch_rng(seed ^ PAIR_TAG, epoch)
+    rng = np.random.default_rng(named_seed(seed, PAIR_STREAM, epoch))
     shuffle = rng.permutation(count)
     shift = int(rng.integers(1, count))
     mapping = np.empty(count, dtype=np.int64)
