@@ -6,9 +6,9 @@ the recipe maps its fields onto the recipe's (:meth:`pretrain.recipe.Recipe.fiel
 ingested ``image`` fills both views of the contrastive recipe) and checks it; the crop must fit
 each; the last ``data.val_shards`` committed shards of each are held out for validation.
 
-A single dataset that has the recipe's own fields streams through ShardStream, with DeviceStage
-rendering what it derives (``--store labels``, ``generate:`` specs); a mix, or a dataset whose
-fields are mapped, streams through MixedStream, which needs every field stored.
+A single dataset that has the recipe's own fields streams through ShardStream, a mix or a
+dataset whose fields are mapped through MixedStream; DeviceStage renders on the training device
+what a dataset derives (``--store labels`` views, everything of a ``generate:`` spec).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class RunData:
 
     Raises:
         SynthgenError: a dataset the recipe cannot read, a crop that does not fit, too few
-            shards to hold out, or a derived dataset in a mix.
+            shards to hold out, or datasets a mix cannot combine.
     """
 
     def __init__(self, recipe: Recipe, config: RunConfig, saved_split: dict[str, Any] | list[dict[str, Any]] | None
@@ -72,12 +72,7 @@ class RunData:
         crops = [resolve_crop(config.crop, source.dataset) for source in self.sources]
         self.crop = None if all(crop is None for crop in crops) else config.crop
         if self.mixed:
-            for source in self.sources:
-                derived = [stored for stored in source.fields.values() if stored in source.dataset.derived_schema]
-                if derived:
-                    raise SynthgenError(f"{source.dataset.path} renders {', '.join(derived)} on the training device "
-                                        f"(--store labels or a generate: spec) and cannot be mixed or mapped yet; "
-                                        f"generate it with --store views, or train on it alone")
+            self.stream(validation=False)  # what the mix cannot combine is refused before the run starts
 
     @property
     def path(self) -> str:

@@ -131,7 +131,8 @@ def test_what_a_recipe_cannot_read_is_refused_in_one_line(synthetic: Path, real:
            progress=False)
     stored_labels = make_label_ensemble(tmp_path / "labels.zarr", 8, size=32, store="labels")
     cases = [(str(unlabelled), {}, "an image and its label map.*synthgen ingest --images DIR --labels DIR"),
-             (f"{synthetic}:1,{stored_labels}:1", {}, "cannot be mixed or mapped yet.*--store views"),
+             (f"{real}:1,{stored_labels}:1", {}, r"every dataset's volumes must have one shape .*\(32, 32, 32\), "
+                                                 r"\(48, 48, 48\).*one --size"),
              (f"{synthetic}:1,{real}:1", {"data.crop": 40}, "data.crop .* is larger than the volumes of .*le.zarr"),
              (f"{synthetic}:1,{unlabelled}:1", {"train.val_every": 0}, "unlabelled.zarr was made by engine 'ingest'")]
     for path, overrides, message in cases:
@@ -151,3 +152,38 @@ def test_mixed_stream_reads_a_field_once_for_every_batch_field_it_fills(real: Pa
     for row, index in enumerate(batch["index"].tolist()):
         assert np.array_equal(batch["view1"][row].numpy(), dataset[index]["image"])
         assert np.array_equal(batch["view2"][row].numpy(), dataset[index]["image"])
+
+
+@pytest.fixture(scope="module")
+def synthetic_48(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """One 4-sample label ensemble at 48^3 three ways: views stored, label maps only, a spec."""
+    root = tmp_path_factory.mktemp("synth48")
+    return {"views": str(make_label_ensemble(root / "views.zarr", 4, size=48, seed=9, shard_size=2)),
+            "labels": str(make_label_ensemble(root / "labels.zarr", 4, size=48, seed=9, shard_size=2, store="labels")),
+            "spec": "generate:label-ensemble?n=4&size=48&seed=9&shard_size=2"}
+
+
+@pytest.mark.parametrize("kind", ["labels", "spec"])
+def test_a_mix_renders_views_on_the_device_as_the_stored_dataset_holds_them(
+        synthetic_48: dict[str, str], real: Path, kind: str) -> None:
+    """Mixed with real volumes, a --store labels dataset (views rendered on the device) and a
+    generate: spec (everything generated there) give, row for row and bit for bit, the batches
+    of the same mix with the views stored: the same items, crops and appearance."""
+    fields = ["view1", "view2", "labels"]
+    real_source = MixSource(str(real), 1.0, {"view1": "image", "view2": "image"})
+
+    def staged(path: str) -> list[dict[str, torch.Tensor]]:
+        stream = MixedStream([MixSource(path, 2.0), real_source], fields=fields, crop=(32, 32, 32), seed=3,
+                             epoch_size=9, batch_size=3)
+        stage = DeviceStage(stream)
+        return [stage(batch, "cpu") for batch in stream]
+
+    stored, rendered = staged(synthetic_48["views"]), staged(synthetic_48[kind])
+    assert len(stored) == len(rendered) == 3 and sum(int((b["source"] == 0).sum()) for b in stored) == 6
+    for a, b in zip(stored, rendered):
+        assert set(a) == set(b) == {"index", "source", *fields}, "the stage applied the deferred crop"
+        for name in ("index", "source", *fields):
+            assert torch.equal(a[name], b[name]), name
+        assert a["view1"].shape == (3, 1, 32, 32, 32)
+    trainer = run_data(f"{synthetic_48[kind]}:2,{real}:1")
+    assert trainer.mixed and trainer.sources[0].fields == {name: name for name in fields}

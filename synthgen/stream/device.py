@@ -2,7 +2,8 @@
 
 1. Fields the dataset does not store are rendered from the ones it does (the views of a
    ``--store labels`` dataset, per sample from its label map, seed and index), so a consumer
-   receives the same batch whatever the storage mode. For a ``generate:`` spec nothing is
+   receives the same batch whatever the storage mode; in a mix, row by row for the rows of the
+   datasets that render them. For a ``generate:`` spec nothing is
    stored and every field is generated here, on the training device (online generation).
 2. Crops deferred by the stream (views must be rendered from whole label maps) are applied,
    at the corners and size the batch carries (``"crop_start"``, ``"crop_size"``): the crop is
@@ -46,8 +47,9 @@ class DeviceStage:
 
     def __init__(self, path: str | MixedStream, crop: tuple[int, int, int] | None = None, augment: bool = False,
                  augment_config: dict[str, Any] | None = None, seed: int = 0) -> None:
-        if isinstance(path, MixedStream):
-            self.dataset, self.derived, self.volume_fields = None, {}, path.volume_schema
+        self.mix = path if isinstance(path, MixedStream) else None
+        if self.mix is not None:
+            self.dataset, self.derived, self.volume_fields = None, {}, self.mix.volume_schema
         else:
             self.dataset = open_dataset(path)
             self.derived = dict(self.dataset.derived_schema)
@@ -60,6 +62,8 @@ class DeviceStage:
         indices = batch["index"].tolist()
         keys = indices if "source" not in batch else ((batch["source"] << SOURCE_SHIFT) | batch["index"]).tolist()
         batch = {name: value.to(device, non_blocking=True) for name, value in batch.items()}
+        if self.mix is not None:
+            self.mix.render(batch, device)
         if self.derived:
             rendered = [self.dataset.derive({name: batch[name][i] for name in batch if name in self.volume_fields},
                                             index, device=device)

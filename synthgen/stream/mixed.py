@@ -16,8 +16,13 @@ Fields are named by the consumer: ``fields`` maps each source's stored names ont
 recipe; a stored field is read once and copied to every batch field it fills). Every batch field
 must have one row shape and dtype across the sources (give a ``crop`` to mix volumes of other
 sizes). Batches add ``"source"`` (B,) int64, which dataset each row came from, beside
-``"index"``, its sample index there. Datasets whose fields are rendered on the training device
-(``--store labels``) cannot be mixed yet: store views, or stream them alone.
+``"index"``, its sample index there.
+
+Fields a dataset renders on the training device (the views of ``--store labels``, everything
+of a ``generate:`` spec) leave their rows empty here; ``DeviceStage`` renders them row by row
+(:meth:`MixedStream.render`) from the row's stored fields, which must all be batch fields. With
+such a dataset in the mix a crop is deferred to the stage for every row (views are rendered
+from whole label maps), so all datasets of the mix must then have one volume shape.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import torch
 from synthgen.errors import SynthgenError
 from synthgen.seeding import MIX_SOURCE_STREAM, MIX_STREAM, named_seed
 from synthgen.engines.base import FieldSpec
-from synthgen.store.reader import Dataset
+from synthgen.store.reader import Dataset, open_dataset
 from synthgen.stream.dataset import ShardStream
 from synthgen.stream.order import epoch_order, sample_count
 from synthgen.stream.reading import fill_batch
@@ -105,23 +110,27 @@ class MixedStream(ShardStream):
         if epoch_size is not None and epoch_size < 1:
             raise SynthgenError(f"epoch_size must be >= 1, got {epoch_size}")
         names = list(fields) if fields is not None else _common_fields(self.sources)
+        datasets = [open_dataset(s.path) for s in self.sources]
+        self.rendered = [_rendered_fields(s, dataset, names) for s, dataset in zip(self.sources, datasets)]
         child_options = {k: v for k, v in options.items() if k not in ("rank", "world_size", "batch_size")}
         seed = int(options.get("seed", 0))
-        self.children = [ShardStream(s.path, fields=sorted({s.stored(f) for f in names}), rank=0, world_size=1,
-                                     shards=s.shards, **{**child_options, "seed": named_seed(seed, MIX_SOURCE_STREAM, k)})
-                         for k, s in enumerate(self.sources)]
+        self.children = [ShardStream(s.path, fields=sorted({s.stored(f) for f in names if f not in rendered}),
+                                     rank=0, world_size=1, shards=s.shards,
+                                     **{**child_options, "seed": named_seed(seed, MIX_SOURCE_STREAM, k)})
+                         for k, (s, rendered) in enumerate(zip(self.sources, self.rendered))]
         self._shards = [child._shards for child in self.children]  # what the base constructor lists
         super().__init__(self.sources[0].path, fields=self.children[0].fields, **options)
         self.fields, self.epoch_size = names, epoch_size
-        if any(child.defer_crop for child in self.children):
-            raise SynthgenError("a dataset of the mix renders its views on the training device (--store labels); "
-                                "mix datasets that store their views, or stream it alone")
-        layouts = [child._rows() for child in self.children]
+        self.defer_crop = self.crop is not None and any(self.rendered)
+        shapes = {tuple(dataset.info.shape) for dataset in datasets}
+        if self.defer_crop and len(shapes) > 1:
+            raise SynthgenError(f"a dataset of the mix renders fields on the training device, so every dataset's "
+                                f"volumes must have one shape (they have {sorted(shapes)}); make them at one --size")
         for name in names:
-            stored = [layout[s.stored(name)] for s, layout in zip(self.sources, layouts)]
-            if len(set(stored)) > 1:
+            layouts = {self._row_layout_of(k, name) for k in range(len(self.sources))}
+            if len(layouts) > 1:
                 raise SynthgenError(f"field {name} has other shapes or dtypes in the mixed datasets "
-                                    f"({sorted(map(str, set(stored)))}); give a crop, or map the fields onto matching ones")
+                                    f"({sorted(map(str, layouts))}); give a crop, or map the fields onto matching ones")
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
@@ -183,13 +192,29 @@ class MixedStream(ShardStream):
 
     @property
     def volume_schema(self) -> dict[str, FieldSpec]:
-        """Each batch field's stored spec (the first dataset's), by batch name."""
-        schema = self.children[0].dataset.info.schema
+        """Each batch field's spec (the first dataset's, stored or rendered), by batch name."""
+        schema = self.children[0].dataset.full_schema
         return {name: schema[self.sources[0].stored(name)] for name in self.fields}
 
+    def render(self, batch: dict[str, torch.Tensor], device: torch.device | str) -> None:
+        """Fill, in place, the rows of ``batch`` (on ``device``, rows as stored: (B, *shape))
+        whose fields their dataset renders, from each row's stored fields, (seed, index)."""
+        for row, (k, index) in enumerate(zip(batch["source"].tolist(), batch["index"].tolist())):
+            rendered = self.rendered[k]
+            if rendered:
+                source = self.sources[k]
+                stored = {source.stored(f): batch[f][row] for f in self.fields if f not in rendered}
+                made = self.children[k].dataset.derive(stored, index, device=device)
+                for name, field in rendered.items():
+                    batch[name][row] = made[field]
+
+    def _row_layout_of(self, k: int, name: str) -> tuple[tuple[int, ...], torch.dtype]:
+        spec = self.children[k].dataset.full_schema[self.sources[k].stored(name)]
+        cropped = self.crop is not None and not self.defer_crop
+        return ((*spec.shape[:-3], *self.crop) if cropped else tuple(spec.shape)), getattr(torch, spec.dtype)
+
     def _rows(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-        rows = self.children[0]._rows()
-        return {name: rows[self.sources[0].stored(name)] for name in self.fields}
+        return {name: self._row_layout_of(0, name) for name in self.fields}
 
     def _read_batch(self, dataset: Dataset, indices: list[int], out: dict[str, torch.Tensor]
                     ) -> tuple[dict[str, torch.Tensor], dict[int, SynthgenError]]:
@@ -199,21 +224,38 @@ class MixedStream(ShardStream):
             rows = np.flatnonzero(source == k)
             if len(rows) == 0:
                 continue
-            picked, stored = sample[rows].tolist(), self.sources[k].stored
+            picked, stored, rendered = sample[rows].tolist(), self.sources[k].stored, self.rendered[k]
             part = {stored(f): np.empty((len(rows), *out[f].shape[1:]), dtype=out[f].numpy().dtype)
-                    for f in self.fields}
-            crops = [child._crop_start(i) for i in picked] if self.crop is not None else None
+                    for f in self.fields if f not in rendered}
+            crops = [child._crop_start(i) for i in picked] if self.crop is not None and not self.defer_crop else None
             fill_batch(child.dataset, picked, part, "raise", crops, self.crop)
             for f in self.fields:
-                out[f].numpy()[rows] = part[stored(f)]
+                out[f].numpy()[rows] = 0 if f in rendered else part[stored(f)]
         batch = dict(out)
         batch["index"], batch["source"] = torch.from_numpy(sample), torch.from_numpy(source)
+        if self.defer_crop:
+            batch["crop_start"] = torch.from_numpy(np.stack([self.children[k]._crop_start(i)
+                                                             for k, i in zip(source.tolist(), sample.tolist())]))
+            batch["crop_size"] = torch.tensor([self.crop] * len(items), dtype=torch.int64)
         return batch, {}
 
 
-def _common_fields(sources: Sequence[MixSource]) -> list[str]:
-    from synthgen.store.reader import open_dataset
+def _rendered_fields(source: MixSource, dataset: Dataset, names: Sequence[str]) -> dict[str, str]:
+    """Batch name -> field for the batch fields ``dataset`` renders on the device; checks that
+    every batch field exists there and that the fields rendering needs are batch fields."""
+    missing = [source.stored(f) for f in names if source.stored(f) not in dataset.full_schema]
+    if missing:
+        raise SynthgenError(f"{source.path} has no field {', '.join(missing)} (it has "
+                            f"{', '.join(dataset.full_schema)}); map the batch's fields onto its own")
+    rendered = {f: source.stored(f) for f in names if source.stored(f) in dataset.derived_schema}
+    needed = set(dataset.info.schema) - {source.stored(f) for f in names}
+    if rendered and needed:
+        raise SynthgenError(f"{source.path} renders {', '.join(rendered.values())} from {', '.join(sorted(needed))}, "
+                            f"which the mix leaves out; add it to the batch's fields")
+    return rendered
 
+
+def _common_fields(sources: Sequence[MixSource]) -> list[str]:
     stored = [set(open_dataset(s.path).info.schema) for s in sources]
     common = sorted(set.intersection(*stored))
     if not common:
