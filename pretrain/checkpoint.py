@@ -59,13 +59,11 @@ def module_entry(name: str, module: nn.Module) -> dict[str, Any]:
 
 
 def build_module(entry: dict[str, Any], where: Path) -> nn.Module:
-    """Rebuild a module from a :func:`module_entry` of checkpoint ``where``: import the class
-    (as feature checkpoints do), construct it from its arguments and load the weights (strict)."""
-    from registration.features.checkpoint import import_class  # heavy; off the CLI's start-up path
+    """Rebuild a module from a :func:`module_entry` of checkpoint ``where``: import the class,
+    construct it from its arguments and load the weights (strict), as feature checkpoints do."""
+    from registration.features.checkpoint import build_module as build  # heavy; off the CLI's start-up path
 
-    module = import_class(entry["class"], where)(**entry["args"])
-    module.load_state_dict(entry["state_dict"])
-    return module
+    return build({"module": entry["class"], "args": entry["args"], "state_dict": entry["state_dict"]}, where)
 
 
 def rng_state() -> dict[str, Any]:

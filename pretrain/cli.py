@@ -20,6 +20,7 @@ from pretrain.export import WHICH, export_features
 from pretrain.loop import TrainingInterrupted, train
 from pretrain.registry import get_recipe, recipe_names
 from synthgen.cli import EXIT_INTERRUPTED, OneLineParser, parse_overrides, run_command
+from synthgen.config_values import field_names
 from synthgen.errors import SynthgenError
 from synthgen.store.output_paths import check_output_path
 
@@ -40,6 +41,9 @@ def build_train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help=f"config override (repeatable; sections {', '.join(SECTIONS)}), e.g. --set optim.lr=1e-3")
     parser.add_argument("--steps", type=int, default=None, help="shorthand for --set train.steps=N")
+    parser.add_argument("--init", default=None, metavar="RUN_OR_CKPT",
+                        help="pretrained weights to start from, or none (recipes with model.init, e.g. "
+                             "randreg-finetune); shorthand for --set model.init=...")
     parser.add_argument("--stop-after", type=int, default=None, metavar="N",
                         help="pause after step N (checkpoint saved; the schedule still spans train.steps); "
                              "continue with --resume")
@@ -66,7 +70,9 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     saved config (so only what --set/--data/--steps change is compared with it)."""
     recipe_cls = get_recipe(args.recipe)
     overrides = parse_overrides(args.overrides)
-    for key, value in (("data.path", args.data), ("train.steps", args.steps)):
+    if args.init is not None and "init" not in field_names(recipe_cls.ModelConfig):
+        raise SynthgenError(f"recipe {recipe_cls.name} takes no --init (it trains from scratch)")
+    for key, value in (("data.path", args.data), ("train.steps", args.steps), ("model.init", args.init)):
         if value is not None:
             overrides[key] = value
     saved = Path(args.out) / "config.json"

@@ -65,8 +65,8 @@ class DataConfig:
 
 @dataclasses.dataclass
 class OptimConfig:
-    """The optimiser: ``momentum`` and ``nesterov`` apply to SGD only, ``betas`` and ``eps`` to
-    Adam and AdamW."""
+    """The optimiser: ``momentum`` and ``nesterov`` apply to SGD only, ``betas``, ``eps`` and
+    ``amsgrad`` to Adam and AdamW."""
 
     name: Literal["adam", "adamw", "sgd"] = "adamw"
     lr: float = 1e-4
@@ -75,6 +75,7 @@ class OptimConfig:
     weight_decay: float = 0.0
     momentum: float = 0.9
     nesterov: bool = False
+    amsgrad: bool = False
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.eps <= 0 or self.weight_decay < 0 or self.momentum < 0:
@@ -84,13 +85,19 @@ class OptimConfig:
 @dataclasses.dataclass
 class ScheduleConfig:
     """The learning-rate factor per step: linear warm-up over ``warmup_steps``, then constant,
-    linear decay to 0 at ``train.steps``, or cosine decay to 0 at ``train.steps``."""
+    linear decay to 0 at ``train.steps``, cosine decay to 0 at ``train.steps``, or polynomial
+    ``(1 - e / E) ** power`` held for ``poly_every`` steps at a time (Chen et al.'s per-epoch
+    decay: e counts the blocks of ``poly_every`` steps, E = ``train.steps / poly_every``)."""
 
-    name: Literal["constant", "linear", "cosine"] = "constant"
+    name: Literal["constant", "linear", "cosine", "poly"] = "constant"
     warmup_steps: int = 0
+    power: float = 0.9
+    poly_every: int = 1
 
     def __post_init__(self) -> None:
-        _at_least(self, warmup_steps=0)
+        _at_least(self, warmup_steps=0, poly_every=1)
+        if not self.power > 0:
+            raise ValueError(f"power must be > 0, got {self.power}")
 
 
 @dataclasses.dataclass

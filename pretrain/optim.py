@@ -16,17 +16,22 @@ def build_optimizer(config: OptimConfig, param_groups: list[dict[str, Any]]) -> 
         return torch.optim.SGD(param_groups, lr=config.lr, momentum=config.momentum,
                                weight_decay=config.weight_decay, nesterov=config.nesterov)
     cls = torch.optim.Adam if config.name == "adam" else torch.optim.AdamW
-    return cls(param_groups, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay)
+    return cls(param_groups, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay,
+               amsgrad=config.amsgrad)
 
 
 def lr_factor(step: int, config: ScheduleConfig, total_steps: int) -> float:
     """The factor on each group's learning rate for optimiser step ``step`` (0-based): linear
-    warm-up from 1/warmup to 1, then constant, linear to 0 at ``total_steps``, or cosine to 0."""
+    warm-up from 1/warmup to 1, then constant, linear to 0 at ``total_steps``, cosine to 0, or
+    polynomial per block of ``poly_every`` steps (see :class:`ScheduleConfig`)."""
     warmup = config.warmup_steps
     if step < warmup:
         return (step + 1) / warmup
     if config.name == "constant":
         return 1.0
+    if config.name == "poly":
+        blocks = max(1, math.ceil((total_steps - warmup) / config.poly_every))
+        return (1.0 - min(blocks, (step - warmup) // config.poly_every) / blocks) ** config.power
     progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
     if config.name == "linear":
         return 1.0 - progress

@@ -39,6 +39,9 @@ class Recipe(ABC):
     name: ClassVar[str]
     ModelConfig: ClassVar[type]
     LossConfig: ClassVar[type]
+    pairs_from_volumes: ClassVar[bool] = False
+    """A recipe of ``moving``/``fixed`` pairs sets this to stream a dataset of single volumes
+    (``image``[, ``labels``]) as random pairs (:class:`synthgen.stream.PairStream`)."""
 
     def __init__(self, model: Any, recipe: Any) -> None:
         self.model_config = model

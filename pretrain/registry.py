@@ -9,7 +9,9 @@ from pretrain.recipe import Recipe
 from synthgen.errors import SynthgenError
 
 _RECIPES: dict[str, str | type[Recipe]] = {
-    "contrastive": "pretrain.contrastive:ContrastiveRecipe",
+    "contrastive": "pretrain.recipes.contrastive:ContrastiveRecipe",
+    "randreg": "pretrain.recipes.randreg:RandRegRecipe",
+    "randreg-finetune": "pretrain.recipes.randreg_finetune:RandRegFinetuneRecipe",
 }
 
 

@@ -7,8 +7,9 @@ ingested ``image`` fills both views of the contrastive recipe) and checks it; th
 each; the last ``data.val_shards`` committed shards of each are held out for validation.
 
 A single dataset that has the recipe's own fields streams through ShardStream, a mix or a
-dataset whose fields are mapped through MixedStream; DeviceStage renders on the training device
-what a dataset derives (``--store labels`` views, everything of a ``generate:`` spec).
+dataset whose fields are mapped through MixedStream, and a dataset of single volumes for a
+recipe of pairs (``Recipe.pairs_from_volumes``) through PairStream; DeviceStage renders on the
+training device what a dataset derives (``--store labels`` views, a ``generate:`` spec).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pretrain.config import RunConfig
 from pretrain.recipe import Recipe
 from synthgen.errors import SynthgenError
 from synthgen.store import Dataset, open_dataset
-from synthgen.stream import DeviceStage, ShardStream
+from synthgen.stream import DeviceStage, PairStream, ShardStream
 from synthgen.stream.mixed import MixedStream, MixSource, parse_mix
 
 
@@ -68,6 +69,11 @@ class RunData:
             recipe.check_crop(crop or tuple(dataset.info.shape))
             split = Split(**split) if split is not None else split_shards(dataset, held_out)
             self.sources.append(Source(dataset, entry.proportion, recipe.field_map(dataset), split))
+        self.paired = recipe.pairs_from_volumes and any(
+            "moving" not in s.dataset.full_schema and "image" in s.dataset.full_schema for s in self.sources)
+        if self.paired and len(self.sources) > 1:
+            raise SynthgenError("a dataset of single volumes is paired on the fly and cannot be mixed yet; train on "
+                                "it alone, or ingest its pairs (synthgen ingest --pairs) to mix them")
         self.mixed = len(self.sources) > 1 or any(name != stored for name, stored in self.sources[0].fields.items())
         crops = [resolve_crop(config.crop, source.dataset) for source in self.sources]
         self.crop = None if all(crop is None for crop in crops) else config.crop
@@ -99,6 +105,11 @@ class RunData:
         """The training (or validation: held-out shards, no shuffle) stream; ``options`` are
         ShardStream's ``seed``, ``on_error``, ``batch_size`` and ``block_shards``."""
         shuffle = self.data.shuffle and not validation
+        if self.paired:
+            source = self.sources[0]
+            fields = ["image"] + (["labels"] if "moving_labels" in self.recipe.fields else [])
+            return PairStream(source.dataset.path, fields=fields, crop=self.crop, shuffle=shuffle,
+                              shards=source.split.val if validation else source.split.train, **options)
         if not self.mixed:
             source = self.sources[0]
             shards = source.split.val if validation else source.split.train
@@ -116,5 +127,5 @@ class RunData:
 
     def stage(self, stream: ShardStream, augment_config: dict[str, Any] | None) -> DeviceStage:
         """The on-device stage of ``stream`` (with the recipe's augmentation)."""
-        target = stream if isinstance(stream, MixedStream) else stream.path
+        target = stream if isinstance(stream, (MixedStream, PairStream)) else stream.path
         return DeviceStage(target, augment=self.recipe.augment, augment_config=augment_config, seed=self.data.seed)

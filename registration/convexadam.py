@@ -285,7 +285,8 @@ def _as_features(features: torch.Tensor, name: str) -> torch.Tensor:
 
 def convex_adam(fixed_features: torch.Tensor, moving_features: torch.Tensor,
                 params: ConvexAdamParams | None = None, *,
-                fixed_mask: torch.Tensor | None = None, **overrides: object) -> torch.Tensor:
+                fixed_mask: torch.Tensor | None = None, initial: torch.Tensor | None = None,
+                **overrides: object) -> torch.Tensor:
     """Register moving to fixed features with ConvexAdam.
 
     Args:
@@ -297,6 +298,9 @@ def convex_adam(fixed_features: torch.Tensor, moving_features: torch.Tensor,
             term averages over the mask only (each ``grid_sp_adam`` block weighted by its
             fraction inside). Masking the features themselves is the caller's
             (:func:`registration.mind.fill_outside_mask`).
+        initial: optional (3, D, H, W) displacement in voxels to start the Adam stage from
+            instead of the convex stage's (which is then skipped): instance optimisation of a
+            network's prediction.
         **overrides: fields of :class:`ConvexAdamParams` replacing those of ``params``.
 
     Returns:
@@ -324,12 +328,18 @@ def convex_adam(fixed_features: torch.Tensor, moving_features: torch.Tensor,
     for name in ("grid_sp", "grid_sp_adam"):
         if min(shape) < getattr(params, name):
             raise ValueError(f"{name}={getattr(params, name)} exceeds the volume {shape}")
+    if initial is not None and tuple(initial.shape[-4:]) != (3, *shape):
+        raise ValueError(f"initial must be a (3, {', '.join(map(str, shape))}) displacement, got "
+                         f"{tuple(initial.shape)}")
     if fixed_mask is not None and tuple(fixed_mask.shape) != shape:
         raise ValueError(f"fixed_mask must be {shape}, got {tuple(fixed_mask.shape)}")
 
     with torch.no_grad(), cpu_workers(fixed.device) as workers:
-        field = _convex_field(fixed, moving, params, workers)
-        displacement = upsample(field, params.grid_sp, shape=shape).mul_(params.grid_sp)
+        if initial is None:
+            field = _convex_field(fixed, moving, params, workers)
+            displacement = upsample(field, params.grid_sp, shape=shape).mul_(params.grid_sp)
+        else:
+            displacement = initial.to(device=fixed.device, dtype=torch.float32).reshape(3, *shape)
         if params.lambda_weight > 0 and params.niter > 0:
             step = params.grid_sp_adam
             adam_shape = [n // step for n in shape]

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from pretrain.config import build_config
-from pretrain.contrastive import ContrastiveRecipe
+from pretrain.recipes.contrastive import ContrastiveRecipe
 from pretrain.loop import train
 from registration import convex_adam, mind_ssc
 from registration.metrics import dice, label_mean

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pretrain.contrastive import LOSS_LAYERS, ContrastiveLossConfig, ContrastiveRecipe, UNetConfig
+from pretrain.recipes.contrastive import LOSS_LAYERS, ContrastiveLossConfig, ContrastiveRecipe, UNetConfig
 from pretrain.losses import ProjectionHeads, gather_locations, labels_at, sample_locations, supcon_loss
 from pretrain.models import UNet
 from registration.features import get_extractor, load_feature_module

@@ -553,7 +553,7 @@ def test_two_process_gloo_ddp_sees_disjoint_samples_and_keeps_weights_equal(data
 
 def test_contrastive_tiny_preset_through_the_cli(capsys: pytest.CaptureFixture[str], dataset: Path,
                                                  tmp_path: Path) -> None:
-    pytest.importorskip("pretrain.contrastive")
+    pytest.importorskip("pretrain.recipes.contrastive")
     code, out, err = run_main(main, capsys, "contrastive", "--data", str(dataset), "--out", str(tmp_path / "run"),
                              "--config", "tiny", "--steps", "1", "--set", "data.crop=32",
                              "--set", "data.batch_size=1", "--set", "data.workers=0", "--set", "train.val_every=0")

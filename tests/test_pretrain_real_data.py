@@ -14,7 +14,7 @@ import torch
 from pretrain.checkpoint import load_checkpoint
 from pretrain.cli import main as pretrain_main
 from pretrain.config import build_config
-from pretrain.contrastive import ContrastiveRecipe
+from pretrain.recipes.contrastive import ContrastiveRecipe
 from pretrain.sources import RunData
 from synthgen import open_dataset
 from synthgen.cli import main as synthgen_main

@@ -9,7 +9,9 @@ or the first ``--val-count`` pairs of ``--pairs``, which are then left out of th
 writes ``grid.csv`` and registers the rest with the chosen setting. ``--preset`` picks named
 ConvexAdam settings (:mod:`benchmarks.registration.presets`) that ``--set`` overrides, and
 ``--intensity-window`` windows the images before the features
-(:mod:`benchmarks.registration.window`).
+(:mod:`benchmarks.registration.window`). ``--method net:CKPT`` registers with a trained network
+instead (:mod:`registration.network_inference`), optionally refined by ``--set io_steps=N``
+Adam iterations of ConvexAdam on the features.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -28,11 +31,12 @@ from benchmarks.registration import grid as grid_search
 from benchmarks.registration import plots
 from benchmarks.registration.presets import PRESETS, preset_params
 from benchmarks.registration.report import write_outputs
-from benchmarks.registration.run import PairResult, Registered, run_pairs, warped_image
+from benchmarks.registration.run import PairResult, Registered, register_with_network, run_pairs, warped_image
 from benchmarks.registration.sources import PairSource, open_pairs
 from benchmarks.registration.window import parse_windows, windowed
 from registration.convexadam import ConvexAdamParams
 from registration.features import EXTRACTOR_NAMES, get_extractor
+from registration.networks import load_network
 from synthgen.cli import OneLineParser, dispatch, parse_overrides
 from synthgen.config_values import field_names, parse_value, unknown_keys
 from synthgen.devices import resolve_device
@@ -54,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--features", default="mind", help=(
         f"feature extractor: one of {', '.join(EXTRACTOR_NAMES)}, written NAME[:ARG][,key=value...], "
         f"e.g. mind, ckpt:model.pt,mind=true, slice2d:enc.pt,every=4,pca=12 (default mind)"))
+    reg.add_argument("--method", default="convexadam", help=(
+        "convexadam (default: ConvexAdam on --features), or net:CKPT, a registration network "
+        "(synthgen-pretrain randreg or randreg-finetune RUN/features.pt) predicting each pair's "
+        "field; --set io_steps=N refines it with N Adam iterations of ConvexAdam on --features"))
     reg.add_argument("--out", required=True, help="results directory")
     reg.add_argument("--preset", default="reference", help=(
         f"named ConvexAdam settings that --set overrides: {', '.join(PRESETS)} (default "
@@ -171,13 +179,42 @@ def _write_grid(rows: list[dict[str, Any]], path: str) -> None:
         writer.writerows(rows)
 
 
+def network_method(method: str, overrides: list[str]) -> tuple[str | None, int, list[str]]:
+    """(checkpoint of ``net:CKPT`` or None, io_steps, the ConvexAdam overrides left)."""
+    steps = [o for o in overrides if o.partition("=")[0].strip() == "io_steps"]
+    rest = [o for o in overrides if o not in steps]
+    if method == "convexadam":
+        if steps:
+            raise SynthgenError("--set io_steps applies to --method net:CKPT (refining a network's field)")
+        return None, 0, rest
+    if not method.startswith("net:") or not method[4:]:
+        raise SynthgenError(f"--method {method!r}: use convexadam or net:CKPT (a registration network checkpoint)")
+    try:
+        io_steps = int(steps[-1].partition("=")[2]) if steps else 0
+    except ValueError:
+        raise SynthgenError(f"--set {steps[-1]}: io_steps must be an integer >= 0") from None
+    if io_steps < 0:
+        raise SynthgenError(f"--set io_steps={io_steps}: must be >= 0")
+    return method[4:], io_steps, rest
+
+
 def cmd_register(args: argparse.Namespace) -> int:
     check_out(args.out, args.overwrite)
+    checkpoint, io_steps, args.overrides = network_method(args.method, args.overrides)
     params = params_from(args.overrides, args.preset)
     grid = grid_from(args.grid_values, params) if args.grid else None
     windows = parse_windows(args.windows)
     device = resolve_device(args.device, "--device")
     extractor = windowed(get_extractor(args.features, device), windows)
+    register_pair = None
+    if checkpoint is not None:
+        if args.grid:
+            raise SynthgenError("--grid tunes ConvexAdam's convex stage; it does not apply to --method net:")
+        network, settings = load_network(checkpoint)
+        network = network.to(device)
+        register_pair = functools.partial(register_with_network, network=network,
+                                          input_scale=int(settings.get("input_scale", 1)), extractor=extractor,
+                                          params=params, io_steps=io_steps, device=device)
     sources = open_pairs(args.pairs)[:args.limit]
     if not sources:
         raise SynthgenError(f"--pairs {args.pairs} lists no pairs")
@@ -185,7 +222,8 @@ def cmd_register(args: argparse.Namespace) -> int:
     if args.save_fields:
         writers.append(_field_writer(os.path.join(args.out, "fields"), sources))
     os.makedirs(args.out, exist_ok=True)
-    header: dict[str, Any] = {"pairs_source": args.pairs, "features": args.features,
+    header: dict[str, Any] = {"pairs_source": args.pairs, "method": args.method, "io_steps": io_steps,
+                              "features": args.features,
                               "device": str(device), "preset": args.preset,
                               "intensity_window": windows}
     if grid is not None:
@@ -203,7 +241,7 @@ def cmd_register(args: argparse.Namespace) -> int:
                           "chosen": outcome.chosen}
         print(f"grid: chosen {outcome.chosen} on {len(validation)} validation pairs")
     header["params"] = dataclasses.asdict(params)
-    results = run_pairs(sources, extractor, params, device, on_registered=_each(writers))
+    results = run_pairs(sources, extractor, params, device, on_registered=_each(writers), register_pair=register_pair)
     table = write_outputs(results, args.out, header)
     plots.dice_boxplot(results, os.path.join(args.out, "dice_boxplot.png"),
                        f"{args.features} on {os.path.basename(args.pairs.rstrip('/'))}")

@@ -1,4 +1,5 @@
-"""Register one pair with a feature extractor and ConvexAdam, and score the result.
+"""Register one pair with a feature extractor and ConvexAdam (or with a registration network,
+optionally refined by ConvexAdam's Adam stage), and score the result.
 
 Scores follow the Learn2Reg evaluation (see :mod:`registration.metrics`): Dice and HD95 of the
 moving labels warped by nearest neighbour against the fixed labels (a label is scored when the
@@ -23,6 +24,7 @@ import torch
 from benchmarks.registration.sources import BenchPair, PairSource
 from registration import metrics
 from registration.convexadam import ConvexAdamParams, convex_adam
+from registration.network_inference import predict_displacement
 from registration.warp import warp_image, warp_labels
 from synthgen.errors import SynthgenError
 
@@ -149,16 +151,38 @@ def warped_image(registered: Registered) -> torch.Tensor:
     return warp_image(registered.bench.pair.moving, registered.displacement)
 
 
+def register_with_network(bench: BenchPair, network: torch.nn.Module, input_scale: int, extractor: Extractor,
+                          params: ConvexAdamParams, io_steps: int, device: torch.device) -> Registered:
+    """The network's displacement for the pair (:mod:`registration.network_inference`), refined
+    by ``io_steps`` iterations of ConvexAdam's Adam stage on the extractor's features when > 0
+    (``params``' regulariser and grid). ``feature_seconds`` counts the features alone."""
+    pair = bench.pair
+    fixed, moving = pair.fixed.to(device), pair.moving.to(device)
+    _synchronize(device)
+    start = time.perf_counter()
+    displacement = predict_displacement(network, fixed, moving, input_scale)
+    feature_seconds = 0.0
+    if io_steps > 0:
+        extracted = extract(bench, extractor, device)
+        feature_seconds = extracted.seconds
+        displacement = convex_adam(extracted.fixed_features, extracted.moving_features, params,
+                                   initial=displacement, niter=io_steps)
+    _synchronize(device)
+    return Registered(bench, displacement.float().cpu(), feature_seconds, time.perf_counter() - start)
+
+
 def run_pairs(sources: Iterable[PairSource], extractor: Extractor, params: ConvexAdamParams,
               device: torch.device,
-              on_registered: Callable[[Registered, PairResult], None] | None = None
-              ) -> list[PairResult]:
-    """Register and score every pair in order. A pair whose data or features are bad (a
-    :class:`SynthgenError`) is recorded with its error and the others go on."""
+              on_registered: Callable[[Registered, PairResult], None] | None = None,
+              register_pair: Callable[[BenchPair], Registered] | None = None) -> list[PairResult]:
+    """Register and score every pair in order, with ConvexAdam on the extractor's features or
+    with ``register_pair`` (e.g. :func:`register_with_network`). A pair whose data or features
+    are bad (a :class:`SynthgenError`) is recorded with its error and the others go on."""
     results = []
     for source in sources:
         try:
-            registered = register(source.load(), extractor, params, device)
+            bench = source.load()
+            registered = register_pair(bench) if register_pair else register(bench, extractor, params, device)
         except SynthgenError as err:
             results.append(PairResult(source.name, error=str(err)))
             continue

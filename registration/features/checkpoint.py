@@ -149,6 +149,27 @@ def _state_dict_problems(expected: Mapping[str, torch.Tensor], given: object) ->
     return "; ".join(parts)
 
 
+def build_module(payload: Mapping[str, object], path: Path) -> nn.Module:
+    """``module(**args)`` with ``state_dict`` loaded (strict), from a checkpoint's payload.
+
+    Raises:
+        SynthgenError: a class that does not import or construct, or a state_dict that does
+            not match it (naming the keys).
+    """
+    cls = import_class(str(payload["module"]), path)
+    try:
+        module = cls(**payload["args"])  # type: ignore[arg-type]
+    except Exception as exc:  # any constructor error means args and class disagree
+        raise SynthgenError(f"{payload['module']}(**args) from checkpoint {path} failed ({first_line(exc, with_type=True)}); "
+                            f"the checkpoint's args do not fit its class") from None
+    problems = _state_dict_problems(module.state_dict(), payload["state_dict"])
+    if problems:
+        raise SynthgenError(f"the state_dict in {path} does not match {payload['module']}(**args): "
+                            f"{problems}; export the checkpoint from the same class and args")
+    module.load_state_dict(payload["state_dict"], strict=True)  # type: ignore[arg-type]
+    return module
+
+
 def load_feature_module(path: str | os.PathLike) -> tuple[nn.Module, dict[str, object]]:
     """The network in a feature checkpoint (on the CPU, eval mode) and its typed feature defaults.
 
@@ -164,17 +185,7 @@ def load_feature_module(path: str | os.PathLike) -> tuple[nn.Module, dict[str, o
         module, defaults = _load_torchscript(path)
         return module.eval(), defaults
     payload = _load_payload(path)
-    cls = import_class(str(payload["module"]), path)
-    try:
-        module = cls(**payload["args"])
-    except Exception as exc:  # any constructor error means args and class disagree
-        raise SynthgenError(f"{payload['module']}(**args) from checkpoint {path} failed ({first_line(exc, with_type=True)}); "
-                            f"the checkpoint's args do not fit its class") from None
-    problems = _state_dict_problems(module.state_dict(), payload["state_dict"])
-    if problems:
-        raise SynthgenError(f"the state_dict in {path} does not match {payload['module']}(**args): "
-                            f"{problems}; export the checkpoint from the same class and args")
-    module.load_state_dict(payload["state_dict"], strict=True)
+    module = build_module(payload, path)
     defaults = payload.get("features", {})
     if not isinstance(defaults, dict):
         raise SynthgenError(f"the 'features' entry of {path} is not a dict; re-export it with "

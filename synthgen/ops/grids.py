@@ -92,7 +92,8 @@ def displacement_to_grid(displacement: torch.Tensor, source_shape: Shape3,
     x of the displacement's (target) grid.
 
     Equivalent to ``voxel_to_normalized((identity_grid + u) * scale + offset, source_shape)``
-    but written channel by channel into the output, so no coordinate volume is materialised.
+    but written channel by channel into the output, so no coordinate volume is materialised
+    (except for a displacement that requires grad, whose grid is stacked through autograd).
 
     Args:
         displacement: (B, 3, D, H, W) float displacement in target voxels.
@@ -109,15 +110,21 @@ def displacement_to_grid(displacement: torch.Tensor, source_shape: Shape3,
     batch, _, *target = displacement.shape
     scales = _scales(source_shape, (3,))
     factors = [float(scale)] * 3 if isinstance(scale, (int, float)) else [float(v) for v in scale]
-    grid = torch.empty((batch, *target, 3), dtype=displacement.dtype, device=displacement.device)
+    differentiable = torch.is_grad_enabled() and displacement.requires_grad
+    grid = None if differentiable else torch.empty((batch, *target, 3), dtype=displacement.dtype,
+                                                   device=displacement.device)
+    channels = [None, None, None]
     for axis in range(3):
         view = [1, 1, 1]
         view[axis] = target[axis]
         step = factors[axis] * scales[axis]
         ramp = torch.arange(target[axis], device=displacement.device, dtype=torch.float64)
         ramp = (ramp * step + (offset[axis] * scales[axis] - 1.0)).to(displacement.dtype).view(view)
-        torch.add(ramp, displacement[:, axis], alpha=step, out=grid[..., 2 - axis])
-    return grid
+        if differentiable:  # the same arithmetic, through autograd (training warps)
+            channels[2 - axis] = torch.add(ramp, displacement[:, axis], alpha=step)
+        else:
+            torch.add(ramp, displacement[:, axis], alpha=step, out=grid[..., 2 - axis])
+    return torch.stack(channels, dim=-1) if differentiable else grid
 
 
 def resample(volume: torch.Tensor, grid: torch.Tensor, *, mode: str = "bilinear",

@@ -29,6 +29,7 @@ from synthgen.ops.augment.online import OnlineAugment
 from synthgen.seeding import AUGMENT_STREAM, named_generator
 from synthgen.store.reader import open_dataset
 from synthgen.stream.crop import apply_crop
+from synthgen.stream.dataset import ShardStream
 from synthgen.stream.mixed import SOURCE_SHIFT, MixedStream
 
 
@@ -37,7 +38,8 @@ class DeviceStage:
 
     Args:
         path: the dataset the stream reads (for its engine, seed and schema): a store or a
-            ``generate:`` spec; or the MixedStream itself (for its batch fields' kinds).
+            ``generate:`` spec; or a MixedStream or PairStream itself (for its batch fields'
+            kinds, and a mix's rendering).
         crop: optional, the stream's crop; deferred crops take their size from the batch, and
             a ``crop`` that differs from it is refused (SynthgenError).
         augment: apply the online augmentation (needs ``labels``, ``view1`` and ``view2``).
@@ -45,11 +47,11 @@ class DeviceStage:
         seed: the augmentation's seed (use the stream's).
     """
 
-    def __init__(self, path: str | MixedStream, crop: tuple[int, int, int] | None = None, augment: bool = False,
+    def __init__(self, path: str | ShardStream, crop: tuple[int, int, int] | None = None, augment: bool = False,
                  augment_config: dict[str, Any] | None = None, seed: int = 0) -> None:
         self.mix = path if isinstance(path, MixedStream) else None
-        if self.mix is not None:
-            self.dataset, self.derived, self.volume_fields = None, {}, self.mix.volume_schema
+        if isinstance(path, ShardStream):  # a stream whose batch fields are not the stored names
+            self.dataset, self.derived, self.volume_fields = None, {}, path.volume_schema
         else:
             self.dataset = open_dataset(path)
             self.derived = dict(self.dataset.derived_schema)

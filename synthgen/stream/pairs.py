@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from synthgen.engines.base import FieldSpec
 from synthgen.errors import SynthgenError
 from synthgen.store.reader import Dataset
 from synthgen.stream.dataset import ShardStream
@@ -74,6 +75,12 @@ class PairStream(ShardStream):
         samples = self._samples()
         mapping = partners(len(samples), self.seed, self.epoch)
         return [int(samples[k]) for k in positions], [int(samples[mapping[k]]) for k in positions]
+
+    @property
+    def volume_schema(self) -> dict[str, FieldSpec]:
+        """Each batch field's stored spec, by batch name (``fixed``, ``moving_labels``, ...)."""
+        schema = self.dataset.info.schema
+        return {pair_field(side, f): schema[f] for side in ("fixed", "moving") for f in self.fields}
 
     def _rows(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
         single = super()._rows()
