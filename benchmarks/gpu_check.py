@@ -17,6 +17,8 @@ default), the JSON rewritten after each so a cut-off run still leaves what it me
    loop reports them (``RUN/metrics.jsonl``).
 5. ``convexadam``: ``benchmarks.convexadam_parity`` on the device: ours against the reference
    ``convexadam`` on the shared pairs, seconds and Dice.
+6. ``randreg``: ``benchmarks.randreg_step`` at the paper's 224^3: seconds to make a random-shapes
+   pair on the GPU against a training step of the paper's network, and the fraction.
 
 Without CUDA it says so in one line, runs the CPU parts (the engines' CPU columns at 128^3 and
 the stream into host memory, on a smaller dataset) and exits 0.
@@ -166,6 +168,15 @@ def convexadam(work: Path, timeout: float, device: str) -> dict[str, Any]:
     return result
 
 
+def randreg(work: Path, timeout: float, device: str) -> dict[str, Any]:
+    out = work / "randreg.json"
+    result = run_part([str(BIN / "python"), "-m", "benchmarks.randreg_step", "--size", "224", "--device", device,
+                       "--steps", "3", "--json", str(out)], timeout, work / "randreg.log")
+    if out.exists():
+        result["results"] = json.loads(out.read_text())
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "gpu_check.json"),
@@ -212,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         record("stream", stream_part(work, budget.limit(50), dataset["path"], "cuda"))
         record("contrastive", contrastive(work, budget.limit(100), dataset["path"], steps=60))
         record("convexadam", convexadam(work, budget.limit(120), "cuda"))
+        record("randreg", randreg(work, budget.limit(60), "cuda"))
     print(f"gpu_check: figures in {out}")
     return 0
 

@@ -355,9 +355,10 @@ class _Run:
                     scores = self.recipe.validation_step(self.modules, self.val_stage(batch, self.device), generator)
                 for name, value in scores.items():
                     totals[name] = totals.get(name, 0.0) + float(value)
+            extras = self.recipe.validation_extras(self.modules, self.device)
         for module in self.modules.values():
             module.train()
-        self.last_val = self.ctx.mean({name: total / count for name, total in totals.items()})
+        self.last_val = {**self.ctx.mean({name: total / count for name, total in totals.items()}), **extras}
         self.log.validation(self.step, self.last_val)
         loss = self.last_val.get("loss")
         if loss is not None and (self.best is None or loss < self.best["val_loss"]):

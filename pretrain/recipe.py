@@ -118,6 +118,12 @@ class Recipe(ABC):
         with torch.no_grad():
             return {k: float(v) for k, v in self.training_step(modules, batch, generator).items()}
 
+    def validation_extras(self, modules: dict[str, nn.Module], device: torch.device) -> dict[str, float]:
+        """Scores beyond the held-out batches, computed at each validation (default none), e.g.
+        Dice on real pairs while pretraining on synthetic ones; the loop logs them with the
+        validation losses (rank 0's, without DDP averaging: every rank computes the same)."""
+        return {}
+
     @abstractmethod
     def export_features(self, modules: dict[str, nn.Module], path: str) -> str:
         """Write a feature checkpoint that ``synthgen-bench register --features ckpt:PATH``

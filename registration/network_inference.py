@@ -7,9 +7,15 @@ the encoder's stride), average-pooled by ``input_scale``, the predicted flow ups
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from registration.datasets import RegistrationPair
+from registration.metrics import dice, label_mean
+from registration.warp import warp_labels
 
 
 def _unit(image: torch.Tensor) -> torch.Tensor:
@@ -41,3 +47,16 @@ def predict_displacement(network: nn.Module, fixed: torch.Tensor, moving: torch.
         if input_scale > 1:
             flow = F.interpolate(flow, scale_factor=input_scale, mode="trilinear", align_corners=False) * input_scale
     return flow[0, :, :shape[0], :shape[1], :shape[2]].contiguous()
+
+
+def mean_pair_dice(network: nn.Module, pairs: Sequence[RegistrationPair], input_scale: int,
+                   device: torch.device | str) -> float:
+    """The mean over ``pairs`` (loaded, with labels) of each pair's Learn2Reg mean Dice after
+    :func:`predict_displacement` (labels warped by nearest neighbour)."""
+    scores = []
+    for pair in pairs:
+        field = predict_displacement(network, pair.fixed.to(device), pair.moving.to(device), input_scale)
+        warped = warp_labels(pair.moving_labels.to(device), field)
+        scores.append(label_mean(dice(pair.fixed_labels.cpu().numpy(), warped.cpu().numpy(), pair.label_ids,
+                                      moving_labels=pair.moving_labels.cpu().numpy())))
+    return float(sum(scores) / len(scores))

@@ -4,6 +4,7 @@ recipe through the loop (learning, exact resume, on-the-fly and stored pairs ali
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from pretrain.recipes.randreg import RandRegRecipe
 from registration.losses import diffusion, local_ncc_gauss, soft_dice
 from registration.networks import load_network
 from synthgen.engines import get_engine
+from synthgen.errors import SynthgenError
 from synthgen.runner import generate
 from synthgen.ops import upsample_displacement
 from synthgen.ops.grids import displacement_to_grid
@@ -193,3 +195,27 @@ def test_what_randreg_cannot_read_is_a_one_line_error(capsys: pytest.CaptureFixt
                             "--out", str(tmp_path / "b"), "--config", "tiny")
     assert code != 0 and "each size must be a multiple of 32" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_validation_also_scores_a_real_pair_file(tmp_path: Path) -> None:
+    prostate = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "prostate-mr-us"
+    if not prostate.is_dir():
+        pytest.skip("shared data absent")
+    pairs = tmp_path / "pairs.csv"
+    case = "case000000.nii.gz"
+    pairs.write_text("fixed,moving,fixed_labels,moving_labels\n" + ",".join(
+        str(prostate / folder / case) for folder in ("fixed_images", "moving_images", "fixed_labels", "moving_labels")))
+    summary = train("randreg", tiny_config(**{"train.steps": 2, "train.val_every": 2, "recipe.val_pairs": str(pairs)}),
+                    tmp_path / "run")
+    assert 0 <= summary["val"]["real_dice"] <= 1
+    with pytest.raises(SynthgenError, match="does not exist|cannot|no such"):
+        train("randreg", tiny_config(**{"recipe.val_pairs": str(tmp_path / "missing.csv")}), tmp_path / "other")
+    assert not (tmp_path / "other").exists()
+
+
+def test_the_random_images_baseline_is_a_preset_of_the_full_network(capsys: pytest.CaptureFixture[str],
+                                                                    tmp_path: Path) -> None:
+    code, out, _ = run_main(pretrain_main, capsys, "randreg-finetune", "--out", str(tmp_path / "r"), "--config",
+                            "random-images", "--print-config")
+    config = json.loads(out)
+    assert code == 0 and config["data"]["path"].startswith("generate:random-shapes") and config["model"]["init"] == "none"

@@ -33,7 +33,9 @@ from pretrain.losses import distillation_kl
 from pretrain.models.flow_head import SelfDistillationNet, flow_at_input, sample_flow
 from pretrain.recipe import Recipe
 from registration.losses import diffusion, local_ncc_gauss, soft_dice
+from registration.datasets import RegistrationPair, load_pair, read_pairs
 from registration.metrics import dice, mean_dice
+from registration.network_inference import mean_pair_dice
 from registration.networks import save_network_checkpoint
 from synthgen.errors import SynthgenError
 from synthgen.ops.warp import warp, warp_labels
@@ -88,6 +90,8 @@ class RandRegLossConfig:
         diffusion_weight: lambda (the published script 0.5; 1 is also plausible for the paper).
         kl_weight: eta, the self-distillation weight (0: the ablation without it).
         dice_weight: weight of a soft Dice of the warped shape labels (the Table 1 ablation; 0: off).
+        val_pairs: a pairs file of the harness (CSV or ``dataset.json``) whose labelled pairs are
+            registered by the network at each validation ("real_dice"; empty: none).
     """
 
     input_scale: int = 2
@@ -96,6 +100,7 @@ class RandRegLossConfig:
     diffusion_weight: float = 0.5
     kl_weight: float = 1e-7
     dice_weight: float = 0.0
+    val_pairs: str = ""
 
     def __post_init__(self) -> None:
         if self.input_scale < 1 or self.ncc_window < 1 or self.ncc_window % 2 == 0:
@@ -118,6 +123,8 @@ class RandRegRecipe(Recipe):
     def __init__(self, model: Any, recipe: Any) -> None:
         super().__init__(model, recipe)
         self.num_labels = 0
+        self.val_pairs = read_pairs(recipe.val_pairs) if recipe.val_pairs else []  # checked before the run starts
+        self._loaded_pairs: list[RegistrationPair] | None = None
 
     @classmethod
     def defaults(cls) -> dict[str, dict[str, Any]]:
@@ -207,6 +214,17 @@ class RandRegRecipe(Recipe):
                      for i in range(flow.shape[0])]
             scores["dice"] = sum(dices) / len(dices)
         return scores
+
+    def validation_extras(self, modules: dict[str, nn.Module], device: torch.device) -> dict[str, float]:
+        """``"real_dice"``: the network's mean Dice on the labelled pairs of ``recipe.val_pairs``."""
+        if not self.val_pairs:
+            return {}
+        if self._loaded_pairs is None:
+            self._loaded_pairs = [pair for pair in map(load_pair, self.val_pairs)
+                                  if pair.fixed_labels is not None and pair.moving_labels is not None]
+            if not self._loaded_pairs:
+                raise SynthgenError(f"recipe.val_pairs {self.loss_config.val_pairs} has no pair with labels to score")
+        return {"real_dice": mean_pair_dice(modules["model"], self._loaded_pairs, self.loss_config.input_scale, device)}
 
     def export_features(self, modules: dict[str, nn.Module], path: str) -> str:
         """Save the (unwrapped) network as a registration-network checkpoint

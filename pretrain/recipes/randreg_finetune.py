@@ -31,7 +31,7 @@ from pretrain.checkpoint import class_path, load_checkpoint
 from pretrain.models.flow_head import flow_at_input
 from pretrain.models.transmorph import TransMorphTVF
 from pretrain.recipe import Recipe
-from pretrain.recipes.randreg import SwinConfig, check_network_input
+from pretrain.recipes.randreg import EPOCHS, PAIRS_PER_EPOCH, PAPER_DATA, SwinConfig, check_network_input
 from registration.losses import diffusion, local_ncc_box
 from registration.metrics import dice, mean_dice
 from registration.networks import load_network, save_network_checkpoint
@@ -105,7 +105,15 @@ class RandRegFinetuneRecipe(Recipe):
 
     @classmethod
     def presets(cls) -> dict[str, dict[str, dict[str, Any]]]:
-        return {"tiny": {"data": {"workers": 0},
+        """``tiny`` (CPU tests) and ``random-images``: the paper's baseline that trains the whole
+        network on random-shapes pairs only (SynthMorph-style; 50 x 3000 pairs at 224^3 made on
+        the training device, from scratch, no flips), with this recipe's losses and optimiser."""
+        return {"random-images": {"data": {"path": PAPER_DATA},
+                                  "train": {"steps": PAIRS_PER_EPOCH * EPOCHS, "val_every": PAIRS_PER_EPOCH,
+                                            "val_batches": 50},
+                                  "schedule": {"poly_every": PAIRS_PER_EPOCH},
+                                  "model": {"init": "none"}, "recipe": {"flip_prob": 0.0}},
+                "tiny": {"data": {"workers": 0},
                          "train": {"steps": 3, "log_every": 1, "val_every": 3, "val_batches": 1},
                          "schedule": {"poly_every": 1},
                          "model": {"embed_dim": 12, "depths": [1, 1, 1], "num_heads": [2, 2, 2], "drop_path": 0.0,
