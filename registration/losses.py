@@ -68,12 +68,15 @@ def local_ncc_box(fixed: torch.Tensor, warped: torch.Tensor, window: int = 9) ->
 
 
 def _squared_ncc(fixed: torch.Tensor, warped: torch.Tensor, smooth, eps: float) -> torch.Tensor:
-    """``-mean(cov^2 / (var_f var_w + eps))`` with local moments from ``smooth`` (a windowed mean)."""
-    mean_f, mean_w = smooth(fixed), smooth(warped)
-    var_f = smooth(fixed * fixed) - mean_f ** 2
-    var_w = smooth(warped * warped) - mean_w ** 2
-    cov = smooth(fixed * warped) - mean_f * mean_w
-    return -torch.mean(cov * cov / (var_f * var_w + eps))
+    """``-mean(cov^2 / (var_f var_w + eps))`` with local moments from ``smooth`` (a windowed mean),
+    in float32 also under autocast (``E[x^2] - E[x]^2`` cancels catastrophically in half precision)."""
+    with torch.autocast(fixed.device.type, enabled=False):
+        fixed, warped = fixed.float(), warped.float()
+        mean_f, mean_w = smooth(fixed), smooth(warped)
+        var_f = smooth(fixed * fixed) - mean_f ** 2
+        var_w = smooth(warped * warped) - mean_w ** 2
+        cov = smooth(fixed * warped) - mean_f * mean_w
+        return -torch.mean(cov * cov / (var_f * var_w + eps))
 
 
 def diffusion(displacement: torch.Tensor) -> torch.Tensor:

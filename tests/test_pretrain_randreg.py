@@ -87,6 +87,8 @@ def test_ncc_diffusion_and_dice_match_their_definitions() -> None:
     cov = smooth(fixed * warped) - smooth(fixed) * smooth(warped)
     cc = cov ** 2 / ((smooth(fixed ** 2) - smooth(fixed) ** 2) * (smooth(warped ** 2) - smooth(warped) ** 2) + 1e-5)
     assert float(local_ncc_gauss(fixed, warped)) == pytest.approx(float(-cc.mean()), rel=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed precision leaves the loss in float32
+        assert float(local_ncc_gauss(fixed, warped)) == float(local_ncc_gauss(fixed.float(), warped.float()))
     assert float(local_ncc_gauss(fixed, 3 * fixed + 1)) < float(local_ncc_gauss(fixed, warped)) - 0.5
     flow = torch.randn(1, 3, 6, 7, 8, generator=g)
     expected = sum(((flow.narrow(a, 1, n - 1) - flow.narrow(a, 0, n - 1)) ** 2).mean()
