@@ -1,10 +1,12 @@
-"""The contrastive experiment's results as one Markdown table (``contrastive_experiment.sh``).
+"""A pretraining experiment's harness results as one Markdown table (``contrastive_experiment.sh``,
+``randreg_experiment.sh``).
 
 Run: .venv/bin/python -m benchmarks.pretrain.experiment_table WORKDIR
 
-Reads ``WORKDIR/eval/<pairs>-<features>-<preset>/summary.json`` (written by
-``synthgen-bench register``) and prints, per pair set and preset, the mean Dice, HD95, SDlogJ,
-% folded voxels and TRE / EPE of MIND-SSC alone and of each pretrained run's features.
+Reads every ``WORKDIR/eval/<run>/summary.json`` (written by ``synthgen-bench register``; ``<run>``
+names the pairs, the method or features and the preset, e.g. ``oasis-mind-reference``) and prints
+one row per run in name order: the pairs scored, the mean initial and final Dice, HD95, SDlogJ,
+% folded voxels, TRE / EPE and seconds per pair.
 """
 
 from __future__ import annotations
@@ -14,11 +16,8 @@ import json
 import math
 from pathlib import Path
 
-PAIRS = ("prostate-mr-us", "oasis", "totalsegmentator-mr-ct", "random-shapes")
-FEATURES = ("mind", "procedural", "real")
-PRESETS = ("reference", "anatomix")
-COLUMNS = (("dice", "Dice", 3), ("hd95", "HD95", 2), ("sdlogj", "SDlogJ", 2), ("fold_pct", "% J<=0", 3),
-           ("tre", "TRE mm", 2), ("epe", "EPE vox", 2))
+COLUMNS = (("dice_initial", "Dice before", 3), ("dice", "Dice", 3), ("hd95", "HD95", 2), ("sdlogj", "SDlogJ", 2),
+           ("fold_pct", "% J<=0", 3), ("tre", "TRE mm", 2), ("epe", "EPE vox", 2), ("seconds", "s/pair", 1))
 
 
 def cell(scores: dict, name: str, digits: int) -> str:
@@ -27,18 +26,12 @@ def cell(scores: dict, name: str, digits: int) -> str:
 
 
 def table(work: Path) -> str:
-    lines = ["| pairs | preset | features | n | " + " | ".join(c[1] for c in COLUMNS) + " |",
-             "|---|---|---|---|" + "---|" * len(COLUMNS)]
-    for pairs in PAIRS:
-        for preset in PRESETS:
-            for features in FEATURES:
-                path = work / "eval" / f"{pairs}-{features}-{preset}" / "summary.json"
-                if not path.is_file():
-                    continue
-                summary = json.loads(path.read_text())
-                scores = summary["scores"]
-                lines.append(f"| {pairs} | {preset} | {features} | {summary['pairs'] - len(summary['failed'])} | "
-                             + " | ".join(cell(scores, name, digits) for name, _, digits in COLUMNS) + " |")
+    lines = ["| run | n | " + " | ".join(c[1] for c in COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
+    for path in sorted((work / "eval").glob("*/summary.json")):
+        summary = json.loads(path.read_text())
+        scores = summary["scores"]
+        lines.append(f"| {path.parent.name} | {summary['pairs'] - len(summary['failed'])} | "
+                     + " | ".join(cell(scores, name, digits) for name, _, digits in COLUMNS) + " |")
     return "\n".join(lines)
 
 
