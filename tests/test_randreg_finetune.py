@@ -17,8 +17,10 @@ from pretrain.config import build_config
 from pretrain.models.transmorph import TransMorphTVF
 from pretrain.recipes.randreg_finetune import RandRegFinetuneRecipe
 from registration.convexadam import convex_adam
+from registration.features.checkpoint import load_feature_module
 from registration.network_inference import predict_displacement
 from registration.networks import load_network
+from synthgen.errors import SynthgenError
 from synthgen.ingest.run import ingest
 from tests.helpers import run_main
 from tests.test_pretrain_loop import assert_bitwise_equal, states
@@ -120,3 +122,5 @@ def test_a_network_registers_pairs_in_the_harness_and_adam_refines_it(runs: dict
         summary = json.loads((out / "summary.json").read_text())
         assert summary["method"].startswith("net:") and summary["io_steps"] == (3 if extra else 0)
     assert bench_main(["register", "--pairs", str(PAIRS_CSV), "--set", "io_steps=3", "--out", str(tmp_path / "x")]) != 0
+    with pytest.raises(SynthgenError, match="is a registration network.*--method net:"):
+        load_feature_module(runs["tuned"] / "features.pt")

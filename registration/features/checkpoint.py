@@ -125,6 +125,9 @@ def _load_payload(path: Path) -> dict:
         raise SynthgenError(f"could not read feature checkpoint {path} ({first_line(exc, with_type=True)}); expected a "
                             f"{FORMAT} checkpoint (save_feature_checkpoint) or a TorchScript file") from None
     keys = {"format", "module", "args", "state_dict"}
+    if isinstance(payload, dict) and payload.get("format") == "synthgen-regnet/1":
+        raise SynthgenError(f"{path} is a registration network (it reads the moving and fixed images together, "
+                            f"so it has no features of one image); register with --method net:{path}")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or not keys <= payload.keys():
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise SynthgenError(f"{path} is not a {FORMAT} feature checkpoint (found {found!r}); "
