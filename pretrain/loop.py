@@ -236,16 +236,14 @@ class _Run:
 
     def _build_data(self, augment: dict[str, Any] | None, saved: dict[str, Any] | None) -> None:
         data = self.config.data
-        common = {"seed": data.seed, "on_error": data.on_error, "batch_size": data.batch_size,
-                  "block_shards": data.block_shards}
-        stream = self.sources.stream(validation=False, **common)
+        stream = self.sources.train_stream
         self.batches = TrainBatches(stream, data.workers, data.prefetch, pin_memory=self.device.type == "cuda")
         if saved:
             self.batches.load_state_dict(saved["stream"])
         self.stage = self.sources.stage(stream, augment)
         self.val_stream = None
         if self.sources.has_validation and self.config.train.val_every:
-            self.val_stream = self.sources.stream(validation=True, **common)
+            self.val_stream = self.sources.stream(validation=True)
             self.val_stage = self.sources.stage(self.val_stream, augment)
 
     def _restore_rng(self, states: list[dict[str, Any]]) -> None:

@@ -83,9 +83,24 @@ class Recipe(ABC):
         ``dataset`` cannot feed this recipe (wrong engine, missing fields; see
         :meth:`field_map`)."""
 
+    def pairs_volumes(self, dataset: Dataset) -> bool:
+        """Whether ``dataset`` holds single volumes that this recipe of pairs streams as random
+        pairs (:attr:`pairs_from_volumes`, and an ``image`` but no ``moving`` field)."""
+        schema = dataset.full_schema
+        return self.pairs_from_volumes and "moving" not in schema and "image" in schema
+
+    def fills(self, dataset: Dataset, kinds: dict[str, str]) -> bool:
+        """Whether ``dataset`` fills each recipe field of ``kinds`` (name -> ``"image"`` or
+        ``"labels"``) through :meth:`field_map` with a field of that kind."""
+        schema, fields = dataset.full_schema, self.field_map(dataset)
+        return all(name in fields and schema[fields[name]].kind == kind for name, kind in kinds.items())
+
     def field_map(self, dataset: Dataset) -> dict[str, str]:
         """Each of :attr:`fields` -> the field of ``dataset`` (stored or derived) that fills it:
-        the first of its :attr:`field_sources` the dataset has (absent where it has none)."""
+        the first of its :attr:`field_sources` the dataset has (absent where it has none); for
+        single volumes paired on the fly, the pair stream's own names."""
+        if self.pairs_volumes(dataset):
+            return {name: name for name in self.fields}
         schema = dataset.full_schema
         found = {name: next((s for s in sources if s in schema), None)
                  for name, sources in self.field_sources.items()}

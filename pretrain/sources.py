@@ -69,16 +69,14 @@ class RunData:
             recipe.check_crop(crop or tuple(dataset.info.shape))
             split = Split(**split) if split is not None else split_shards(dataset, held_out)
             self.sources.append(Source(dataset, entry.proportion, recipe.field_map(dataset), split))
-        self.paired = recipe.pairs_from_volumes and any(
-            "moving" not in s.dataset.full_schema and "image" in s.dataset.full_schema for s in self.sources)
+        self.paired = any(recipe.pairs_volumes(s.dataset) for s in self.sources)
         if self.paired and len(self.sources) > 1:
             raise SynthgenError("a dataset of single volumes is paired on the fly and cannot be mixed yet; train on "
                                 "it alone, or ingest its pairs (synthgen ingest --pairs) to mix them")
         self.mixed = len(self.sources) > 1 or any(name != stored for name, stored in self.sources[0].fields.items())
         crops = [resolve_crop(config.crop, source.dataset) for source in self.sources]
         self.crop = None if all(crop is None for crop in crops) else config.crop
-        if self.mixed:
-            self.stream(validation=False)  # what the mix cannot combine is refused before the run starts
+        self.train_stream = self.stream(validation=False)  # what a mix cannot combine is refused before the run starts
 
     @property
     def path(self) -> str:
@@ -101,10 +99,13 @@ class RunData:
             return f"shards {self.sources[0].split.val}"
         return "; ".join(f"{source.dataset.path} shards {source.split.val}" for source in self.sources)
 
-    def stream(self, validation: bool, **options: Any) -> ShardStream:
-        """The training (or validation: held-out shards, no shuffle) stream; ``options`` are
-        ShardStream's ``seed``, ``on_error``, ``batch_size`` and ``block_shards``."""
-        shuffle = self.data.shuffle and not validation
+    def stream(self, validation: bool) -> ShardStream:
+        """A new training (or validation: held-out shards, no shuffle) stream with ``data``'s
+        seed, batch size, block size and error handling (the training one is :attr:`train_stream`)."""
+        data = self.data
+        options: dict[str, Any] = {"seed": data.seed, "on_error": data.on_error, "batch_size": data.batch_size,
+                                   "block_shards": data.block_shards}
+        shuffle = data.shuffle and not validation
         if self.paired:
             source = self.sources[0]
             fields = ["image"] + (["labels"] if "moving_labels" in self.recipe.fields else [])
@@ -127,5 +128,5 @@ class RunData:
 
     def stage(self, stream: ShardStream, augment_config: dict[str, Any] | None) -> DeviceStage:
         """The on-device stage of ``stream`` (with the recipe's augmentation)."""
-        target = stream if isinstance(stream, (MixedStream, PairStream)) else stream.path
+        target = stream if self.paired or self.mixed else stream.path  # by path: derived fields are rendered
         return DeviceStage(target, augment=self.recipe.augment, augment_config=augment_config, seed=self.data.seed)

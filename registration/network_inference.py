@@ -16,6 +16,7 @@ from torch import nn
 from registration.datasets import RegistrationPair
 from registration.metrics import dice, label_mean
 from registration.warp import warp_labels
+from synthgen.ops.svf import upsample_flow
 
 
 def _unit(image: torch.Tensor) -> torch.Tensor:
@@ -43,9 +44,7 @@ def predict_displacement(network: nn.Module, fixed: torch.Tensor, moving: torch.
     if input_scale > 1:
         pair = [F.avg_pool3d(x, input_scale) for x in pair]
     with torch.no_grad():
-        flow = network.displacement(*pair).float()
-        if input_scale > 1:
-            flow = F.interpolate(flow, scale_factor=input_scale, mode="trilinear", align_corners=False) * input_scale
+        flow = upsample_flow(network.displacement(*pair).float(), input_scale)
     return flow[0, :, :shape[0], :shape[1], :shape[2]].contiguous()
 
 

@@ -100,7 +100,7 @@ def test_folder_to_preview_to_contrastive_alone_and_mixed_with_resume(
 def test_an_ingested_image_fills_both_views_and_the_augmentation_separates_them(real: Path) -> None:
     data = run_data(str(real))
     assert data.mixed and data.sources[0].fields == {"view1": "image", "view2": "image", "labels": "labels"}
-    stream = data.stream(validation=False, seed=0, on_error="raise", batch_size=2, block_shards=4)
+    stream = data.train_stream
     batch = next(iter(stream))
     assert batch["view1"].shape == (2, 32, 32, 32) and torch.equal(batch["view1"], batch["view2"])
     dataset = open_dataset(str(real))
@@ -114,11 +114,11 @@ def test_an_ingested_image_fills_both_views_and_the_augmentation_separates_them(
 
 
 def test_a_mix_takes_exact_shares_and_validates_on_each_datasets_held_out_shards(synthetic: Path, real: Path) -> None:
-    data = run_data(f"{synthetic}:3,{real}:1")
-    train = data.stream(validation=False, seed=1, on_error="raise", batch_size=2, block_shards=4)
+    data = run_data(f"{synthetic}:3,{real}:1", **{"data.seed": 1})
+    train = data.train_stream
     sources = torch.cat([batch["source"] for batch in train])
     assert np.bincount(sources.numpy()).tolist() == apportion(8 + 8, [3, 1]) == [12, 4]
-    val = data.stream(validation=True, seed=1, on_error="raise", batch_size=2, block_shards=4)
+    val = data.stream(validation=True)
     seen = [(int(s), int(i)) for batch in val for s, i in zip(batch["source"], batch["index"])]
     assert {i // 4 for _, i in seen} == {2} and {s for s, _ in seen} == {0, 1}
     stage = data.stage(val, None)
@@ -140,8 +140,7 @@ def test_what_a_recipe_cannot_read_is_refused_in_one_line(synthetic: Path, real:
             run_data(path, **overrides)
         assert "\n" not in str(err.value)
     with pytest.raises(SynthgenError, match="data.on_error skip is for one unmapped dataset"):
-        run_data(f"{synthetic}:1,{real}:1").stream(validation=False, seed=0, on_error="skip", batch_size=1,
-                                                   block_shards=4)
+        run_data(f"{synthetic}:1,{real}:1", **{"data.on_error": "skip", "data.batch_size": 1})
 
 
 def test_mixed_stream_reads_a_field_once_for_every_batch_field_it_fills(real: Path) -> None:

@@ -19,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pretrain.models.swin import SwinEncoder
+from synthgen.ops.svf import upsample_flow
 
 HEAD_CHANNELS = 16
 
@@ -109,6 +109,5 @@ def flow_at_input(flow: torch.Tensor, factors: Sequence[int]) -> torch.Tensor:
     x f upsampling (magnitude x f) per factor in turn: ``(2,)`` to the network input as the
     published head, ``(2, 2)`` on to a 2x pooled input's full resolution as the training script."""
     for factor in factors:
-        if factor > 1:  # differentiable; the same values as synthgen.ops.upsample_displacement (tested)
-            flow = F.interpolate(flow, scale_factor=factor, mode="trilinear", align_corners=False) * factor
+        flow = upsample_flow(flow, factor)
     return flow

@@ -126,9 +126,8 @@ class ContrastiveRecipe(Recipe):
         return {"view1": ("view1", "image"), "view2": ("view2", "image"), "labels": ("labels",)}
 
     def check_dataset(self, dataset: Dataset) -> None:
-        schema, fields = dataset.full_schema, self.field_map(dataset)
-        wanted = {"view1": "image", "view2": "image", "labels": "labels"}
-        if all(name in fields and schema[fields[name]].kind == kind for name, kind in wanted.items()):
+        schema = dataset.full_schema
+        if self.fills(dataset, {"view1": "image", "view2": "image", "labels": "labels"}):
             return
         raise SynthgenError(
             f"contrastive pretraining needs two views and their label map (fields view1, view2, labels) or an "

@@ -147,9 +147,9 @@ class RandRegRecipe(Recipe):
         return FIELDS
 
     def check_dataset(self, dataset: Dataset) -> None:
-        schema, fields = dataset.full_schema, self.field_map(dataset)
-        kinds = {"moving": "image", "fixed": "image", "moving_labels": "labels", "fixed_labels": "labels"}
-        if not all(name in fields and schema[fields[name]].kind == kind for name, kind in kinds.items()):
+        schema = dataset.full_schema
+        if not self.fills(dataset, {"moving": "image", "fixed": "image", "moving_labels": "labels",
+                                    "fixed_labels": "labels"}):
             raise SynthgenError(f"randreg needs registration pairs with their label maps (fields moving, fixed, "
                                 f"moving_labels, fixed_labels); {dataset.path} was made by engine "
                                 f"{dataset.info.engine!r} with fields {', '.join(schema)}; use a random-shapes "

@@ -27,15 +27,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pretrain.checkpoint import class_path, load_checkpoint
+from pretrain.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from pretrain.checkpoint import class_path
 from pretrain.models.flow_head import flow_at_input
 from pretrain.models.transmorph import TransMorphTVF
 from pretrain.recipe import Recipe
 from pretrain.recipes.randreg import EPOCHS, PAIRS_PER_EPOCH, PAPER_DATA, SwinConfig, check_network_input
 from registration.losses import diffusion, local_ncc_box
 from registration.metrics import dice, mean_dice
-from registration.networks import load_network, save_network_checkpoint
-from synthgen.errors import SynthgenError
+from registration.networks import FORMAT as NETWORK_FORMAT
+from registration.networks import save_network_checkpoint
+from synthgen.errors import SynthgenError, first_line
 from synthgen.ops.warp import warp, warp_labels
 from synthgen.store import Dataset
 
@@ -123,14 +125,8 @@ class RandRegFinetuneRecipe(Recipe):
     def fields(self) -> tuple[str, ...]:
         return PAIR_FIELDS + LABEL_FIELDS if self.with_labels else PAIR_FIELDS
 
-    def field_map(self, dataset: Dataset) -> dict[str, str]:
-        if "moving" not in dataset.full_schema and "image" in dataset.full_schema:  # single volumes: PairStream
-            return {name: name for name in self.fields}
-        return super().field_map(dataset)
-
     def check_dataset(self, dataset: Dataset) -> None:
-        schema = dataset.full_schema
-        single = "moving" not in schema and "image" in schema
+        schema, single = dataset.full_schema, self.pairs_volumes(dataset)
         images = ("image",) if single else PAIR_FIELDS
         if not all(name in schema and schema[name].kind == "image" for name in images):
             raise SynthgenError(f"randreg-finetune needs registration pairs (fields moving, fixed) or single volumes "
@@ -153,10 +149,15 @@ class RandRegFinetuneRecipe(Recipe):
             network.encoder.load_state_dict(self.pretrained)
         return {"model": network}
 
-    def _flow(self, model: nn.Module, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+    def _losses(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The full-resolution flow of the pair and ``{"loss", "ncc", "diffusion"}``."""
         scale = self.loss_config.input_scale
-        pooled = [F.avg_pool3d(x, scale) if scale > 1 else x for x in (moving, fixed)]
-        return flow_at_input(model(*pooled).float(), (scale,))
+        pooled = [F.avg_pool3d(batch[k], scale) if scale > 1 else batch[k] for k in ("moving", "fixed")]
+        flow = flow_at_input(model(*pooled).float(), (scale,))
+        warped = warp(batch["moving"], flow, padding="zeros")
+        ncc = local_ncc_box(batch["fixed"], warped, self.loss_config.ncc_window)
+        smooth = diffusion(flow)
+        return flow, {"loss": ncc + self.loss_config.diffusion_weight * smooth, "ncc": ncc, "diffusion": smooth}
 
     def _flipped(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
         if float(torch.rand((), generator=generator)) >= self.loss_config.flip_prob:
@@ -167,23 +168,16 @@ class RandRegFinetuneRecipe(Recipe):
                       generator: torch.Generator) -> dict[str, torch.Tensor]:
         """``{"loss", "ncc", "diffusion"}`` of ``moving``, ``fixed`` (B, 1, D, H, W) float32; the
         flip is drawn from ``generator``."""
-        batch = self._flipped(batch, generator)
-        flow = self._flow(modules["model"], batch["moving"], batch["fixed"])
-        warped = warp(batch["moving"], flow, padding="zeros")
-        ncc = local_ncc_box(batch["fixed"], warped, self.loss_config.ncc_window)
-        smooth = diffusion(flow)
-        loss = ncc + self.loss_config.diffusion_weight * smooth
-        return {"loss": loss, "ncc": ncc.detach(), "diffusion": smooth.detach()}
+        _, losses = self._losses(modules["model"], self._flipped(batch, generator))
+        return {name: value if name == "loss" else value.detach() for name, value in losses.items()}
 
     def validation_step(self, modules: dict[str, nn.Module], batch: dict[str, torch.Tensor],
                         generator: torch.Generator) -> dict[str, float]:
         """The losses without the flip, and ``"dice"`` where the pairs have labels: the mean Dice
         over the non-zero labels of each pair (Learn2Reg's rule), averaged over the batch."""
         with torch.no_grad():
-            flow = self._flow(modules["model"], batch["moving"], batch["fixed"])
-            warped = warp(batch["moving"], flow, padding="zeros")
-            ncc = local_ncc_box(batch["fixed"], warped, self.loss_config.ncc_window)
-            scores = {"loss": float(ncc + self.loss_config.diffusion_weight * diffusion(flow)), "ncc": float(ncc)}
+            flow, losses = self._losses(modules["model"], batch)
+            scores = {"loss": float(losses["loss"]), "ncc": float(losses["ncc"])}
             if "moving_labels" in batch:
                 dices = [mean_dice(dice(batch["fixed_labels"][i, 0].cpu().numpy(),
                                         warp_labels(batch["moving_labels"][i, 0], flow[i]).cpu().numpy(),
@@ -212,16 +206,21 @@ def pretrained_encoder(source: str) -> tuple[dict[str, Any], dict[str, torch.Ten
     if not path.is_file():
         raise SynthgenError(f"--init {source}: no such randreg run or checkpoint ({path} does not exist); give a "
                             f"`synthgen-pretrain randreg` run directory or checkpoint, or none")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(payload, dict) and "recipe" in payload:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many types for unreadable or foreign files
+        raise SynthgenError(f"--init {source}: {path} is not a readable checkpoint ({first_line(exc)}); give a "
+                            f"`synthgen-pretrain randreg` run or checkpoint, or none") from None
+    found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+    if found == CHECKPOINT_FORMAT:
         if payload["recipe"] != "randreg":
             raise SynthgenError(f"--init {source} is a {payload['recipe']} checkpoint; give a `synthgen-pretrain "
                                 f"randreg` run or checkpoint, or none")
-        entry = load_checkpoint(path)["modules"]["model"]
-        args, state = entry["args"], entry["state_dict"]
-    else:
-        network, _ = load_network(path)
-        args, state = network.init_args, network.state_dict()
+        payload = payload["modules"]["model"]
+    elif found != NETWORK_FORMAT:
+        raise SynthgenError(f"--init {source}: {path} is no randreg run's checkpoint or network (format {found!r}); "
+                            f"give a `synthgen-pretrain randreg` run or checkpoint, or none")
+    args, state = payload["args"], payload["state_dict"]
     encoder = {key[len("encoder."):]: value for key, value in state.items() if key.startswith("encoder.")}
     if "encoder" not in args or not encoder:
         raise SynthgenError(f"--init {source} holds no Swin encoder; give a `synthgen-pretrain randreg` run")

@@ -12,6 +12,7 @@ MONAI's ``DVF2DDF`` integrates with zero padding and its own grid convention; vo
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from synthgen.ops.interpolate import upsample
 from synthgen.ops.warp import warp
@@ -48,6 +49,15 @@ def integrate_svf(velocity: torch.Tensor, steps: int = 7) -> torch.Tensor:
     for _ in range(steps):
         u = compose(u, u)
     return u
+
+
+def upsample_flow(flow: torch.Tensor, factor: int) -> torch.Tensor:
+    """A (B, 3, D, H, W) displacement on a grid ``factor`` times finer, magnitude x ``factor``:
+    ``F.interpolate`` (trilinear, ``align_corners=False``), differentiable, for training losses
+    and network outputs. The same values as :func:`upsample_displacement` without ``pad``."""
+    if factor == 1:
+        return flow
+    return F.interpolate(flow, scale_factor=factor, mode="trilinear", align_corners=False) * factor
 
 
 def upsample_displacement(displacement: torch.Tensor, factor: int, *, pad: int = 0,

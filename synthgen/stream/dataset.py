@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from synthgen.engines.base import FieldSpec
 from synthgen.errors import SynthgenError
 from synthgen.store.reader import Dataset, open_dataset
 from synthgen.stream.crop import crop_start
@@ -216,6 +217,13 @@ class ShardStream(IterableDataset):
         for indices, batch, errors in read_ahead(read, jobs):
             warn_skipped(indices, errors, dataset.info.shard_size, warned)
             yield batch
+
+    @property
+    def volume_schema(self) -> dict[str, FieldSpec]:
+        """Each batch field's spec, by batch name (here the stored fields themselves; the pair
+        and mixed streams rename them)."""
+        schema = self.dataset.info.schema
+        return {name: schema[name] for name in self.fields}
 
     def _rows(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
         """Each batch tensor's row shape and dtype, by name."""

@@ -50,7 +50,7 @@ class DeviceStage:
     def __init__(self, path: str | ShardStream, crop: tuple[int, int, int] | None = None, augment: bool = False,
                  augment_config: dict[str, Any] | None = None, seed: int = 0) -> None:
         self.mix = path if isinstance(path, MixedStream) else None
-        if isinstance(path, ShardStream):  # a stream whose batch fields are not the stored names
+        if isinstance(path, ShardStream):  # the stream's batch names (renamed by pair and mixed streams)
             self.dataset, self.derived, self.volume_fields = None, {}, path.volume_schema
         else:
             self.dataset = open_dataset(path)
